@@ -1,0 +1,1 @@
+"""Protocol drivers: each turns one poll of a device into one batch."""

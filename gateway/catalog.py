@@ -1,0 +1,59 @@
+"""What sinks need to know about devices and points: tags, units, display names.
+
+Built once from the configuration so sinks never reach into config models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.config.models import SiteConfig
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    id: str
+    name: str | None
+    profile: str
+    system: str
+    tags: dict[str, str]  # site, building, floor, room, system, device (empty ones left out)
+    units: dict[str, str] = field(default_factory=dict)  # point -> unit, where it has one
+    point_names: dict[str, str] = field(default_factory=dict)  # point -> display name
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    site_id: str
+    site_name: str
+    devices: dict[str, DeviceInfo]
+
+    def device(self, device_id: str) -> DeviceInfo:
+        """Info for a device; one the config no longer knows gets site tags only."""
+        info = self.devices.get(device_id)
+        if info is None:
+            info = DeviceInfo(device_id, None, "", "", {"site": self.site_id, "device": device_id})
+        return info
+
+    @classmethod
+    def from_config(cls, config: SiteConfig) -> Catalog:
+        devices: dict[str, DeviceInfo] = {}
+        for device in config.devices:
+            profile = config.profiles[device.profile]
+            tags = {
+                "site": config.site.id,
+                "building": device.location.building,
+                "floor": device.location.floor,
+                "room": device.location.room,
+                "system": profile.system,
+                "device": device.id,
+            }
+            devices[device.id] = DeviceInfo(
+                id=device.id,
+                name=device.name,
+                profile=profile.id,
+                system=profile.system,
+                tags={k: v for k, v in tags.items() if v},
+                units={p: pt.unit for p, pt in profile.points.items() if pt.unit},
+                point_names={p: pt.name for p, pt in profile.points.items() if pt.name},
+            )
+        return cls(config.site.id, config.site.name, devices)

@@ -1,0 +1,1 @@
+"""Sinks: where committed outbox records go (InfluxDB, local history, MQTT upstream)."""

@@ -1,0 +1,1 @@
+"""Rule engine; until it lands, the rules stage passes batches through unchanged."""
