@@ -128,7 +128,7 @@ class LoggingConfig(Model):
     format: Literal["auto", "console", "json"] = "auto"
 
 
-class InfluxSink(Model):
+class InfluxSinkConfig(Model):
     type: Literal["influxdb"]
     name: Identifier
     url: str
@@ -150,7 +150,7 @@ class InfluxSink(Model):
     timeout: Duration = 10.0
 
     @model_validator(mode="after")
-    def _target(self) -> InfluxSink:
+    def _target(self) -> InfluxSinkConfig:
         if self.api == "v2" and not self.bucket:
             raise ValueError("an InfluxDB v2 sink needs bucket:")
         if self.api == "v1" and not self.database:
@@ -158,13 +158,13 @@ class InfluxSink(Model):
         return self
 
 
-class HistorySink(Model):
+class HistorySinkConfig(Model):
     type: Literal["history"]
     name: Identifier = "history"
     retention: Duration = 30 * 86400.0
 
 
-class MqttSink(Model):
+class MqttSinkConfig(Model):
     """An MQTT broker that receives telemetry and status; `upstream:` is one of these."""
 
     type: Literal["mqtt"] = "mqtt"
@@ -180,7 +180,7 @@ class MqttSink(Model):
     batch_size: int = Field(default=500, gt=0)
 
 
-Sink = Annotated[InfluxSink | HistorySink | MqttSink, Field(discriminator="type")]
+SinkConfig = Annotated[InfluxSinkConfig | HistorySinkConfig | MqttSinkConfig, Field(discriminator="type")]
 
 
 class Include(Model):
@@ -262,18 +262,18 @@ class SiteConfig(Model):
     data_dir: Path = Path("data")
     outbox: OutboxConfig = OutboxConfig()
     logging: LoggingConfig = LoggingConfig()
-    sinks: list[Sink] = []
-    upstream: MqttSink | None = None
+    sinks: list[SinkConfig] = []
+    upstream: MqttSinkConfig | None = None
     include: Include = Include()
     profiles: dict[str, Profile] = Field(default_factory=dict, exclude=True)
     devices: list[Device] = Field(default_factory=list, exclude=True)
     source: Path | None = Field(default=None, exclude=True)
 
-    def all_sinks(self) -> list[InfluxSink | HistorySink | MqttSink]:
+    def all_sinks(self) -> list[InfluxSinkConfig | HistorySinkConfig | MqttSinkConfig]:
         """The configured sinks plus upstream; local history when no InfluxDB is configured."""
-        sinks: list[InfluxSink | HistorySink | MqttSink] = list(self.sinks)
+        sinks: list[InfluxSinkConfig | HistorySinkConfig | MqttSinkConfig] = list(self.sinks)
         if self.upstream is not None:
             sinks.append(self.upstream)
         if not any(s.type in ("influxdb", "history") for s in sinks):
-            sinks.append(HistorySink(type="history"))
+            sinks.append(HistorySinkConfig(type="history"))
         return sinks
