@@ -1,0 +1,115 @@
+"""The daemon: wires drivers, the pipeline, the outbox and the sinks, and shuts them down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import structlog
+
+from drivers.base import Driver
+from drivers.registry import create_driver
+from gateway import __version__
+from gateway.catalog import Catalog
+from gateway.config.models import SiteConfig
+from gateway.health import DeviceHealth
+from gateway.outbox import Outbox
+from gateway.pipeline import Pipeline
+from gateway.poller import poll_forever
+from gateway.sinks.factory import build_sinks
+from gateway.sinks.runner import SinkRunner
+
+log = structlog.get_logger(__name__)
+
+
+class Gateway:
+    """One site's gateway; `start()` then `stop()`, or `run(stop_event)`."""
+
+    def __init__(self, config: SiteConfig, *, data_dir: Path | None = None) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir or config.data_dir)
+        self.catalog = Catalog.from_config(config)
+        self.outbox = Outbox(
+            self.data_dir / "outbox.db",
+            flush_interval=config.outbox.flush_interval,
+            fsync=config.outbox.fsync,
+            max_size=config.outbox.max_size,
+        )
+        self.pipeline = Pipeline(self.outbox)
+        self.health: dict[str, DeviceHealth] = {}
+        self.drivers: list[Driver] = []
+        self.runners: list[SinkRunner] = []
+        self._poll_tasks: list[asyncio.Task[None]] = []
+        self._sink_tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.outbox.open()
+        for sink, linger in build_sinks(self.config, self.catalog, self.data_dir):
+            runner = SinkRunner(sink, self.outbox, linger=linger)
+            self.runners.append(runner)
+            self._sink_tasks.append(asyncio.create_task(runner.run(), name=f"sink:{sink.name}"))
+        for device in self.config.devices:
+            if not device.enabled:
+                continue
+            driver = create_driver(device, self.config.profiles[device.profile])
+            await driver.start(self.pipeline.emit_batch)
+            self.drivers.append(driver)
+            health = self.health[device.id] = DeviceHealth(device.id)
+            timeout = max(device.poll_interval, 2 * device.connection.timeout)
+            task = poll_forever(driver, device.poll_interval, self.pipeline, health, timeout)
+            self._poll_tasks.append(asyncio.create_task(task, name=f"poll:{device.id}"))
+        log.info(
+            "gateway started",
+            version=__version__, site=self.config.site.id, devices=len(self.drivers),
+            sinks=[r.name for r in self.runners], data_dir=str(self.data_dir),
+        )
+
+    async def stop(self, drain_timeout: float = 2.0) -> None:
+        """Stop polling, commit what was read, give sinks a moment to deliver, close.
+
+        Whatever a sink has not delivered stays in the outbox for the next start.
+        """
+        for task in self._poll_tasks:
+            task.cancel()
+        await asyncio.gather(*self._poll_tasks, return_exceptions=True)
+        await _bounded(asyncio.gather(*(d.stop() for d in self.drivers), return_exceptions=True), 1.0)
+        await self.outbox.flush()
+        await _bounded(asyncio.gather(*(r.drain(drain_timeout) for r in self.runners)), drain_timeout)
+        for runner in self.runners:
+            runner.stop()
+        for task in self._sink_tasks:
+            task.cancel()
+        await asyncio.gather(*self._sink_tasks, return_exceptions=True)
+        await _bounded(
+            asyncio.gather(*(r.sink.stop() for r in self.runners), return_exceptions=True), 1.0
+        )
+        await self.outbox.close()
+        log.info(
+            "gateway stopped", site=self.config.site.id,
+            undelivered=self.outbox.backlog(), dropped=self.outbox.stats.dropped_readings,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "site": self.config.site.id,
+            "devices": {d: h.snapshot() for d, h in self.health.items()},
+            "sinks": [r.status() for r in self.runners],
+            "outbox": {
+                "committed_seq": self.outbox.stats.committed_seq,
+                "dropped_readings": self.outbox.stats.dropped_readings,
+                "size_bytes": self.outbox.stats.size_bytes,
+            },
+        }
+
+
+async def _bounded(awaitable, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(awaitable, timeout)
