@@ -1,0 +1,229 @@
+"""The `gateway` command: run the daemon, check a config, list points, read local history."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config.models import parse_duration
+from gateway.textable import format_table
+
+DEFAULT_CONFIGS = ("/etc/gateway/site.yaml", "config/site.yaml")
+
+
+def default_config() -> str:
+    """$GATEWAY_CONFIG, else the system-wide config if installed, else the example site."""
+    if env := os.environ.get("GATEWAY_CONFIG"):
+        return env
+    for candidate in DEFAULT_CONFIGS:
+        if Path(candidate).exists():
+            return candidate
+    return DEFAULT_CONFIGS[-1]
+
+
+def load_or_exit(path: str):
+    """Load the site config; on errors print every one of them and exit 2."""
+    from gateway.config.errors import ConfigError
+    from gateway.config.loader import load_site
+
+    try:
+        return load_site(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(str(issue), file=sys.stderr)
+        count = len(exc.issues)
+        print(f"{count} error{'s' if count != 1 else ''} in the configuration", file=sys.stderr)
+        raise SystemExit(2) from None
+    except FileNotFoundError as exc:
+        print(f"{path}: no such file ({exc.filename}); pass -c PATH or set GATEWAY_CONFIG",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# --- commands ----------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway import logs, sdnotify
+    from gateway.daemon import Gateway
+
+    config = load_or_exit(args.config)
+    logs.configure(args.log_level or config.logging.level, args.log_format or config.logging.format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        gateway = Gateway(config, data_dir=Path(args.data_dir) if args.data_dir else None)
+        await gateway.start()
+        sdnotify.notify("READY=1")
+        live = None
+        if args.live:
+            from gateway.live import show_forever
+
+            live = asyncio.create_task(show_forever(gateway.pipeline, gateway.catalog))
+        try:
+            await stop.wait()
+        finally:
+            sdnotify.notify("STOPPING=1")
+            if live is not None:
+                live.cancel()
+            await gateway.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_or_exit(args.config)
+    by_protocol: dict[str, list[int]] = {}
+    for device in config.devices:
+        profile = config.profiles[device.profile]
+        counts = by_protocol.setdefault(device.connection.type, [0, 0])
+        counts[0] += 1
+        counts[1] += len(profile.points)
+    rules = sum(len(p.rules) for p in config.profiles.values())
+    print(f"site {config.site.id}: {config.site.name}")
+    print(f"profiles: {len(config.profiles)}  rules in profiles: {rules}")
+    rows = [(proto, n_dev, n_pts) for proto, (n_dev, n_pts) in sorted(by_protocol.items())]
+    print(format_table(("protocol", "devices", "points"), rows))
+    sinks = [(s.name, s.type, _sink_target(s)) for s in config.all_sinks()]
+    print(format_table(("sink", "type", "target"), sinks))
+    print("configuration OK")
+    return 0
+
+
+def _sink_target(sink) -> str:
+    if sink.type == "influxdb":
+        where = sink.bucket if sink.api == "v2" else sink.database
+        return f"{sink.url} ({sink.api}: {where})"
+    if sink.type == "mqtt":
+        return f"{sink.host}:{sink.port} prefix {sink.topic_prefix}"
+    return "local history"
+
+
+def cmd_points(args: argparse.Namespace) -> int:
+    config = load_or_exit(args.config)
+    devices = [d for d in config.devices if args.device in (None, d.id)]
+    if args.device and not devices:
+        print(f"no device {args.device!r}; devices: {', '.join(d.id for d in config.devices)}",
+              file=sys.stderr)
+        return 2
+    if args.plan:
+        from drivers.modbus.plan import compile_plan
+
+        for device in devices:
+            plan = compile_plan(device, config.profiles[device.profile])
+            print(f"{device.id}: {len(plan.points)} points in {len(plan.requests)} requests per poll")
+            for line in plan.describe():
+                print(f"  {line}")
+        return 0
+    rows = []
+    for device in devices:
+        profile = config.profiles[device.profile]
+        for name, point in profile.points.items():
+            rows.append((
+                device.id, name, point.name, point.table, point.address, point.type,
+                point.order or profile.order, _fmt_scale(point.scale, point.offset), point.unit,
+                "rw" if point.writable else "r",
+            ))
+    if args.json:
+        keys = ("device", "point", "name", "table", "address", "type", "order", "scale",
+                "unit", "access")
+        print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], ensure_ascii=False))
+    else:
+        print(format_table(
+            ("device", "point", "name", "table", "address", "type", "order", "scale", "unit",
+             "access"), rows))
+    return 0
+
+
+def _fmt_scale(scale: float, offset: float) -> str:
+    text = f"×{scale:g}"
+    return text + (f" {offset:+g}" if offset else "")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from gateway.sinks.history import HistoryReader
+
+    config = load_or_exit(args.config)
+    data_dir = Path(args.data_dir) if args.data_dir else config.data_dir
+    path = data_dir / "history.db"
+    if not path.exists():
+        print(f"no local history at {path} yet; is the gateway running with this data dir?",
+              file=sys.stderr)
+        return 1
+    reader = HistoryReader(path)
+    since = time.time() - parse_duration(args.since) if args.since else None
+    rows = reader.query(args.device, args.point, since=since, limit=args.limit)
+    if args.json:
+        print(json.dumps([r._asdict() for r in rows], ensure_ascii=False))
+        return 0
+    table = [
+        (datetime.fromtimestamp(r.ts, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+         r.device, r.point, r.value, r.quality)
+        for r in rows
+    ]
+    print(format_table(("time", "device", "point", "value", "quality"), table))
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Site gateway for property management: poll, store, deliver."
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("-c", "--config", default=default_config(),
+                         help="site.yaml (default: $GATEWAY_CONFIG, /etc/gateway/site.yaml, "
+                              "config/site.yaml)")
+        cmd.set_defaults(func=func)
+        return cmd
+
+    run = add("run", cmd_run, "run the gateway daemon until SIGTERM or Ctrl-C")
+    run.add_argument("--data-dir", help="where the outbox and local history live "
+                                        "(default: data_dir from site.yaml)")
+    run.add_argument("--live", action="store_true", help="print the latest values every 2 s")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--log-format", choices=("auto", "console", "json"))
+
+    add("check", cmd_check, "validate the configuration without touching any device")
+
+    points = add("points", cmd_points, "list the resolved points of every device, or one")
+    points.add_argument("device", nargs="?")
+    points.add_argument("--plan", action="store_true",
+                        help="show the requests each poll issues (merged reads)")
+    points.add_argument("--json", action="store_true")
+
+    history = add("history", cmd_history, "recent values from the local history")
+    history.add_argument("device")
+    history.add_argument("point", nargs="?")
+    history.add_argument("--since", help="how far back, e.g. 10m, 2h, 1d")
+    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--data-dir")
+    history.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
