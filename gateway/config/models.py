@@ -60,6 +60,14 @@ Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
 
 
+def _number_as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+# Rooms, floors and serial numbers are often written bare (room: 101); they are still text.
+Text = Annotated[str, BeforeValidator(_number_as_text)]
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -97,16 +105,9 @@ class Secret(Model):
 
 
 class Location(Model):
-    building: str | None = None
-    floor: str | None = None
-    room: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _floors_may_be_numbers(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("floor"), int):
-            data = {**data, "floor": str(data["floor"])}
-        return data
+    building: Text | None = None
+    floor: Text | None = None
+    room: Text | None = None
 
 
 class SiteInfo(Model):
@@ -237,8 +238,8 @@ class ModbusTcpConnection(Model):
 
 class Asset(Model):
     vendor: str | None = None
-    model: str | None = None
-    serial: str | None = None
+    model: Text | None = None
+    serial: Text | None = None
     purchase_date: date | None = None
     warranty_end: date | None = None
 

@@ -1,0 +1,239 @@
+"""YAML that remembers where each key and value was written.
+
+`yaml.safe_load` forgets positions, so an error found later by validation could only
+name a key, not a line. Here the file is composed into nodes (which carry marks) and
+turned into plain Python data while recording, for every key path such as
+`("points", "outlet_pressure", "type")`, the 1-based line and column of the value and
+of its key. Duplicate keys, which PyYAML would silently resolve to the last one, are
+reported, and so are syntax errors, all as located `ConfigIssue`s.
+
+Mapping keys are kept as the text written (`on:` stays "on", not True): every key in
+a gateway config is a name, and YAML 1.1's booleans would otherwise turn a point named
+`on` or `no` into True/False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gateway.config.errors import ConfigError, ConfigIssue, KeyPath
+
+Position = tuple[int, int]  # (line, col), both 1-based
+
+# The pure-Python loader, not libyaml: config files are small, and its messages are
+# clearer and the same on every machine whether or not libyaml is installed.
+_Loader = yaml.SafeLoader
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+# Plain-language hints for PyYAML's most common complaints.
+_SYNTAX_HINTS = {
+    "found character '\\t' that cannot start any token": (
+        "indent with spaces; YAML does not allow tab characters"
+    ),
+    "mapping values are not allowed here": (
+        "a ':' is where YAML expected a value: check this line's indentation, "
+        "or put a value that contains ': ' in quotes"
+    ),
+    "could not find expected ':'": "a key is missing its ':' or the indentation is off",
+    "found unexpected end of stream": "a quote or bracket is not closed",
+    "expected <block end>, but found": (
+        "this line's indentation does not match the lines above it"
+    ),
+    "expected a single document in the stream": (
+        "a config file holds one document; remove the extra '---'"
+    ),
+    "expected ',' or ']'": "a '[' is not closed",
+    "expected ',' or '}'": "a '{' is not closed",
+    "could not determine a constructor": (
+        "the gateway reads plain YAML without '!' tags; a secret is {env: NAME} or {file: path}"
+    ),
+}
+
+
+@dataclass(slots=True)
+class YamlDocument:
+    """Plain data from one YAML file plus where each part of it was written."""
+
+    path: Path
+    data: Any
+    values: dict[KeyPath, Position] = field(default_factory=dict)
+    keys: dict[KeyPath, Position] = field(default_factory=dict)
+
+    def locate(self, path: KeyPath, *, key: bool = False) -> Position:
+        """Where `path` was written: its key when `key` and it has one, else its value.
+
+        A path that was never written (a missing key, a default) falls back to the
+        nearest enclosing part that was, and to 1:1 for an empty file.
+        """
+        if key and path in self.keys:
+            return self.keys[path]
+        for end in range(len(path), -1, -1):
+            prefix = path[:end]
+            if prefix in self.values:
+                return self.values[prefix]
+        return (1, 1)
+
+    def locate_mapping(self, path: KeyPath) -> Position:
+        """Where a mapping is introduced: its key line (`connection:`), else its first entry."""
+        if path in self.keys:
+            return self.keys[path]
+        return self.locate(path)
+
+
+def load_yaml(path: str | Path) -> YamlDocument:
+    """Read one UTF-8 YAML file; raise ConfigError with every located problem in it.
+
+    A missing file raises FileNotFoundError, which the caller reports as it sees fit.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([_encoding_issue(path, raw, exc)]) from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: str | Path) -> YamlDocument:
+    """Parse YAML text as if read from `path` (used for messages only)."""
+    path = Path(path)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError([_reader_issue(path, text, exc)]) from None
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            raise ConfigError([_syntax_issue(path, exc)]) from None
+        builder = _Builder(loader, path)
+        data = builder.build(root, ()) if root is not None else None
+    finally:
+        loader.dispose()
+    if builder.issues:
+        raise ConfigError(sorted(builder.issues, key=lambda i: (i.line or 0, i.col or 0)))
+    document = YamlDocument(path, data, builder.values, builder.keys)
+    document.values.setdefault((), (1, 1))
+    return document
+
+
+def _position(node: Node) -> Position:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Builder:
+    """Turns a node tree into plain data, recording positions and collecting issues."""
+
+    def __init__(self, loader: Any, path: Path) -> None:
+        self.loader = loader
+        self.path = path
+        self.values: dict[KeyPath, Position] = {}
+        self.keys: dict[KeyPath, Position] = {}
+        self.issues: list[ConfigIssue] = []
+        self._open: set[int] = set()  # nodes being built: an alias to one of them is a cycle
+
+    def issue(self, position: Position, path: KeyPath, message: str) -> None:
+        self.issues.append(ConfigIssue(self.path, position[0], position[1], path, message))
+
+    def build(self, node: Node, path: KeyPath) -> Any:
+        self.values[path] = _position(node)
+        if id(node) in self._open:
+            self.issue(_position(node), path, "this alias refers to a mapping or list that contains it")
+            return None
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path)
+        self._open.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path)
+        finally:
+            self._open.discard(id(node))
+        return None
+
+    def _scalar(self, node: ScalarNode, path: KeyPath) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            self.issues.append(_syntax_issue(self.path, exc, path))
+            return None
+
+    def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
+        seen: dict[str, Position] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, ScalarNode):
+                continue
+            key, where = key_node.value, _position(key_node)
+            if key in seen:
+                line, _col = seen[key]
+                self.issue(
+                    where, (*path, key),
+                    f"duplicate key '{key}': it is already set on line {line}; "
+                    "YAML would silently keep only the last one, so remove one of them",
+                )
+            else:
+                seen[key] = where
+        try:
+            self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merges in place
+        except yaml.MarkedYAMLError as exc:
+            self.issues.append(_syntax_issue(self.path, exc, path))
+            return {}
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                self.issue(_position(key_node), path, "a key must be a plain name, not a list or mapping")
+                continue
+            key = key_node.value
+            self.keys[(*path, key)] = _position(key_node)
+            result[key] = self.build(value_node, (*path, key))
+        return result
+
+
+def _syntax_issue(path: Path, exc: yaml.MarkedYAMLError, keys: KeyPath = ()) -> ConfigIssue:
+    problem = (exc.problem or exc.context or "invalid YAML").strip()
+    context = (exc.context or "").strip()
+    # Where the parser gave up is often the next line or the end of the file; the
+    # mistake is where the unfinished key, quote or bracket started.
+    at_start = exc.context_mark is not None and (
+        "end of stream" in problem or "<stream end>" in problem
+        or context.startswith("while scanning a simple key")
+    )
+    mark = exc.context_mark if at_start else (exc.problem_mark or exc.context_mark)
+    message = f"YAML syntax: {problem}"
+    if context and exc.problem and exc.context_mark is not None and not at_start:
+        message += f" ({context} on line {exc.context_mark.line + 1})"
+    for start, hint in _SYNTAX_HINTS.items():
+        if problem.startswith(start) or context.startswith(start):
+            message += f"; {hint}"
+            break
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+    return ConfigIssue(path, line, col, keys, message)
+
+
+def _reader_issue(path: Path, text: str, exc: yaml.reader.ReaderError) -> ConfigIssue:
+    before = text[: exc.position]
+    line = before.count("\n") + 1
+    col = exc.position - (before.rfind("\n") + 1) + 1
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    message = f"the character U+{ord(char):04X} cannot appear in YAML; delete it (it is often pasted in invisibly)"
+    return ConfigIssue(path, line, col, (), message)
+
+
+def _encoding_issue(path: Path, raw: bytes, exc: UnicodeDecodeError) -> ConfigIssue:
+    before = raw[: exc.start]
+    line = before.count(b"\n") + 1
+    col = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", errors="replace")) + 1
+    message = f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} cannot start a character)"
+    try:
+        raw.decode("gb18030")
+    except UnicodeDecodeError:
+        message += "; save it as UTF-8"
+    else:
+        message += "; it looks GBK-encoded, as Chinese Windows editors save by default: save it as UTF-8"
+    return ConfigIssue(path, line, col, (), message)
