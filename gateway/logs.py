@@ -34,3 +34,5 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # pymodbus logs every failed connect and timeout itself; our drivers log state changes.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

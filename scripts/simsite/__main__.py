@@ -1,0 +1,86 @@
+"""Run a simulated site until Ctrl-C: `python scripts/simsite --config config/site.yaml`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python scripts/simsite`: make simsite and gateway importable
+    _scripts = Path(__file__).resolve().parent.parent
+    sys.path[:0] = [str(_scripts), str(_scripts.parent)]
+
+from simsite.server import SimulatedSite  # noqa: E402
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="simsite", description="Serve a site's devices over Modbus TCP from simulated equipment."
+    )
+    parser.add_argument("-c", "--config", default="config/site.yaml", help="site.yaml to simulate")
+    parser.add_argument("--seed", type=int, default=None, help="make the noise repeatable")
+    parser.add_argument("--speed", type=float, default=60.0,
+                        help="simulated seconds per real second (default 60: an hour a minute)")
+    parser.add_argument("--tick", type=float, default=0.5, help="register refresh interval, seconds")
+    parser.add_argument("--host", default=None, help="listen here instead of each device's host")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show pymodbus's own log")
+    parser.add_argument("--ready-file", type=Path, default=None,
+                        help="create this file once every device is serving")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from gateway.config.errors import ConfigError
+    from gateway.config.loader import load_site
+
+    try:
+        config = load_site(args.config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(str(issue), file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"simsite: {args.config}: no such file ({exc.filename})", file=sys.stderr)
+        return 2
+    site = SimulatedSite(config, args.seed, tick=args.tick, speed=args.speed, host=args.host)
+    try:
+        await site.start()
+    except (OSError, RuntimeError) as exc:
+        print(f"simsite: cannot serve the site: {exc}", file=sys.stderr)
+        return 1
+    for sim in site.devices.values():
+        conn = sim.device.connection
+        print(f"simsite: {sim.device.id} ({sim.profile.id}) on {sim.host}:{sim.port} unit {conn.unit}")
+    if args.ready_file is not None:
+        args.ready_file.parent.mkdir(parents=True, exist_ok=True)
+        args.ready_file.touch()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await site.stop()
+        if args.ready_file is not None:
+            args.ready_file.unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if not args.verbose:  # a client probing missing registers is normal, not worth a traceback
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
