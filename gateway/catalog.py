@@ -19,6 +19,7 @@ class DeviceInfo:
     tags: dict[str, str]  # site, building, floor, room, system, device (empty ones left out)
     units: dict[str, str] = field(default_factory=dict)  # point -> unit, where it has one
     point_names: dict[str, str] = field(default_factory=dict)  # point -> display name
+    enums: dict[str, dict[int, str]] = field(default_factory=dict)  # point -> code -> text
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,5 +56,6 @@ class Catalog:
                 tags={k: v for k, v in tags.items() if v},
                 units={p: pt.unit for p, pt in profile.points.items() if pt.unit},
                 point_names={p: pt.name for p, pt in profile.points.items() if pt.name},
+                enums={p: pt.enum for p, pt in profile.points.items() if pt.enum},
             )
         return cls(config.site.id, config.site.name, devices)

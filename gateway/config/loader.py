@@ -217,7 +217,7 @@ class _SiteLoader:
             else:
                 self.known_profiles[profile_id] = document
         try:
-            profile = Profile.model_validate(data)
+            profile = Profile.from_data(data)
         except ValidationError as exc:
             self.issues.extend(explain(exc, Profile, document, data, notes=notes))
             return

@@ -15,8 +15,11 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
+    ValidationInfo,
     model_validator,
 )
 
@@ -192,22 +195,138 @@ class Include(Model):
 
 # --- profiles (device maps) --------------------------------------------------------
 
-DataType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
+DataType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64",
+    "string", "bcd16", "bcd32",
+]
 ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
-RegisterTable = Literal["holding", "input"]
+RegisterTable = Literal["holding", "input", "coil", "discrete"]
+Addressing = Literal["zero_based", "one_based", "modicon"]
+Pause = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Timeout = Annotated[float, BeforeValidator(parse_duration), Field(ge=0.05, le=60)]
+
+BIT_TABLES = ("coil", "discrete")
+INTEGER_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64", "bcd16", "bcd32")
+# Modicon references engineers copy from vendor manuals: first digit names the table.
+_MODICON = {0: "coil", 1: "discrete", 3: "input", 4: "holding"}
+
+
+def modicon_reference(reference: int) -> tuple[str, int] | None:
+    """(table, zero-based address) for a Modicon reference: 40001 or 400001 is holding 0."""
+    if 100_000 <= reference <= 465_536:  # six digits: up to 65536 registers per table
+        table, offset = _MODICON.get(reference // 100_000), reference % 100_000
+    elif 1 <= reference <= 49_999:  # five digits (coils 00001-09999 read as plain numbers)
+        table, offset = _MODICON.get(reference // 10_000), reference % 10_000
+    else:
+        return None
+    if table is None or offset < 1:
+        return None
+    return table, offset - 1
 
 
 class ModbusPoint(Model):
+    """One point in a register map. `address` is the protocol (zero-based) address once
+    validated; the profile's `addressing` says how it was written."""
+
     table: RegisterTable = "holding"
     address: int = Field(ge=0, le=65535)
     type: DataType = "uint16"
+    bit: int | None = Field(default=None, ge=0, le=15)  # a bool from one bit of a register
+    length: int | None = Field(default=None, ge=1, le=125)  # registers, for strings
+    encoding: Literal["ascii", "utf-8"] = "ascii"
     order: ByteOrder | None = None  # None: the device's order
     scale: float = 1.0
     offset: float = 0.0
+    min: float | None = None  # engineering range: reads outside are out_of_range, writes refused
+    max: float | None = None
+    enum: dict[int, str] | None = None  # code -> text (a fault code's meaning)
     unit: str | None = None
     name: str | None = None  # display name; Chinese welcome
     description: str | None = None
     writable: bool = False
+    poll_group: Identifier | None = None  # None: the device's poll_interval
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_address(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or type(data.get("address")) is not int:
+            return data
+        addressing = (info.context or {}).get("addressing", "zero_based")
+        address, table = data["address"], data.get("table")
+        reference = modicon_reference(address)
+        if addressing == "modicon":
+            if reference is None:
+                raise ValueError(
+                    f"{address} is not a Modicon reference; with addressing: modicon write "
+                    "00001-09999 for coils, 10001-19999 discrete inputs, 30001-39999 input "
+                    "registers, 40001-49999 holding registers (or six digits, e.g. 400001)"
+                )
+            ref_table, zero_based = reference
+            if table is not None and table != ref_table:
+                raise ValueError(
+                    f"{address} is Modicon notation for {ref_table} register {zero_based + 1}, "
+                    f"but table: {table}; drop table: (the reference names it) or use a "
+                    f"{table} reference"
+                )
+            return {**data, "table": ref_table, "address": zero_based}
+        if table is None and reference is not None and reference[0] in ("input", "holding"):
+            ref_table, zero_based = reference
+            raise ValueError(
+                f"address {address} looks like Modicon notation ({ref_table} register "
+                f"{zero_based + 1}, protocol address {zero_based}); add addressing: modicon "
+                f"to the profile to write addresses that way, or give table: to mean "
+                f"register {address} itself"
+            )
+        if addressing == "one_based":
+            if address < 1:
+                raise ValueError("with addressing: one_based, addresses start at 1")
+            return {**data, "address": address - 1}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bits_default_to_bool(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "type" not in data and (
+            data.get("table") in BIT_TABLES or data.get("bit") is not None
+        ):
+            return {**data, "type": "bool"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModbusPoint:
+        if self.table in BIT_TABLES and (self.type != "bool" or self.bit is not None):
+            raise ValueError(f"{self.table} points are single bits: type bool, no bit:")
+        if self.type == "bool" and self.table not in BIT_TABLES and self.bit is None:
+            raise ValueError("a bool from a register needs bit: (0-15)")
+        if self.bit is not None and self.type != "bool":
+            raise ValueError("bit: reads one bit as a bool; drop type: or write type: bool")
+        if self.type == "string" and self.length is None:
+            raise ValueError("a string needs length: (in registers, two bytes each)")
+        if self.enum is not None and self.type not in INTEGER_TYPES:
+            raise ValueError("enum: maps integer codes to text; the type must be an integer")
+        if self.writable and self.table in ("input", "discrete"):
+            raise ValueError(f"{self.table} points are read-only in Modbus; drop writable:")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min: is above max:")
+        return self
+
+
+class AvoidRange(Model):
+    """Registers never to read (a gap in the device's map that it answers with an exception)."""
+
+    table: RegisterTable = "holding"
+    start: int = Field(ge=0, le=65535)
+    end: int = Field(ge=0, le=65535)  # inclusive
+
+
+class ReadLimits(Model):
+    """How reads may be merged, for quirky devices."""
+
+    max_registers: int = Field(default=125, ge=1, le=125)
+    max_bits: int = Field(default=2000, ge=1, le=2000)
+    max_gap: int = Field(default=16, ge=0, le=124)  # unused registers a merged read may span
+    avoid: list[AvoidRange] = []
+    one_request_per_point: bool = False
 
 
 class Profile(Model):
@@ -219,10 +338,19 @@ class Profile(Model):
     protocol: Literal["modbus"] = "modbus"
     vendor: str | None = None
     model: str | None = None
+    description: str | None = None
     order: ByteOrder = "ABCD"
+    addressing: Addressing = "zero_based"
+    limits: ReadLimits = ReadLimits()
     points: dict[Identifier, ModbusPoint]
     rules: list[dict[str, Any]] = []  # compiled by the rules issue; kept as written until then
     source: str | None = Field(default=None, exclude=True)  # file it came from
+
+    @classmethod
+    def from_data(cls, data: Any) -> Profile:
+        """Validate with the profile's addressing passed down to its points."""
+        addressing = data.get("addressing", "zero_based") if isinstance(data, dict) else None
+        return cls.model_validate(data, context={"addressing": addressing})
 
 
 # --- devices -----------------------------------------------------------------------
@@ -233,7 +361,47 @@ class ModbusTcpConnection(Model):
     host: str
     port: int = Field(default=502, gt=0, lt=65536)
     unit: int = Field(default=1, ge=0, le=255)
-    timeout: Duration = 1.0
+    timeout: Timeout = 1.0
+    pause: Pause = 0.0  # between requests on this connection, for gateways that need it
+
+
+class ModbusRtuConnection(Model):
+    """RS-485 through a serial adapter; every device on one port shares one bus."""
+
+    type: Literal["modbus_rtu"]
+    port: str  # /dev/ttyUSB0, /dev/ttyAMA0, /dev/serial/by-id/...
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    unit: int = Field(default=1, ge=1, le=247)
+    timeout: Timeout = 0.5
+    pause: Pause = 0.0  # added to the inter-frame gap the baud rate requires
+
+
+class ModbusRtuOverTcpConnection(Model):
+    """RTU frames through a serial server (serial-to-Ethernet converter)."""
+
+    type: Literal["modbus_rtu_over_tcp"]
+    host: str
+    port: int = Field(default=502, gt=0, lt=65536)
+    unit: int = Field(default=1, ge=1, le=247)
+    timeout: Timeout = 1.0
+    pause: Pause = 0.0
+
+
+def _connection_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("type", "modbus_tcp")
+    return getattr(value, "type", "modbus_tcp")
+
+
+Connection = Annotated[
+    Annotated[ModbusTcpConnection, Tag("modbus_tcp")]
+    | Annotated[ModbusRtuConnection, Tag("modbus_rtu")]
+    | Annotated[ModbusRtuOverTcpConnection, Tag("modbus_rtu_over_tcp")],
+    Discriminator(_connection_type),
+]
 
 
 class Asset(Model):
@@ -248,8 +416,13 @@ class Device(Model):
     id: Identifier
     name: str | None = None
     profile: Identifier
-    connection: ModbusTcpConnection
+    connection: Connection
     poll_interval: Duration = 5.0
+    poll_groups: dict[Identifier, Duration] = {}  # group -> interval, for points with poll_group
+    order: ByteOrder | None = None  # overrides the profile's byte and word order
+    limits: ReadLimits | None = None  # overrides the profile's read limits
+    retries: int = Field(default=1, ge=0, le=5)
+    offline_after: int = Field(default=3, ge=1, le=100)  # failed polls before offline
     location: Location = Location()
     asset: Asset = Asset()
     enabled: bool = True

@@ -133,7 +133,7 @@ def test_unknown_key_names_its_line_and_the_allowed_keys(in_tmp: Path) -> None:
         "devices/b1.yaml:2:5 devices[0]: missing required key 'connection' "
         "(e.g. {type: modbus_tcp, host: 192.168.1.20})",
         "devices/b1.yaml:4:5 devices[0].conection: 'conection' is not a known key here; "
-        "allowed keys: id, name, profile, connection, poll_interval, location, asset, enabled; "
+        "allowed keys: id, name, profile, connection, poll_interval, poll_groups, order, limits, retries, offline_after, location, asset, enabled; "
         "did you mean connection?",
     ]
 
@@ -143,7 +143,7 @@ def test_bad_data_type_lists_the_data_types_and_suggests_the_closest(in_tmp: Pat
 
     assert errors_of(site) == [
         "profiles/pump.yaml:6:11 points.outlet_pressure.type: 'flot32' is not a data type; "
-        "expected one of int16, uint16, int32, uint32, int64, uint64, float32, float64; "
+        "expected one of bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string, bcd16, bcd32; "
         "did you mean float32?"
     ]
 
@@ -297,7 +297,7 @@ def test_a_file_with_three_mistakes_reports_three(in_tmp: Path) -> None:
     assert errors_of(site) == [
         "profiles/pump.yaml:5:14 points.outlet_pressure.address: must be at most 65535, got 70000",
         "profiles/pump.yaml:6:11 points.outlet_pressure.type: 'float23' is not a data type; "
-        "expected one of int16, uint16, int32, uint32, int64, uint64, float32, float64; "
+        "expected one of bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string, bcd16, bcd32; "
         "did you mean float32?",
         "profiles/pump.yaml:7:12 points.outlet_pressure.scale: expected a number, got 'high'",
     ]
@@ -309,7 +309,8 @@ def test_a_misspelt_required_key_is_reported_as_unknown_and_as_missing(in_tmp: P
     assert errors_of(site) == [
         "profiles/pump.yaml:1:1: missing required key 'system' (e.g. water_supply, power, hvac)",
         "profiles/pump.yaml:2:1 sytem: 'sytem' is not a known key here; allowed keys: id, name, "
-        "system, protocol, vendor, model, order, points, rules; did you mean system?",
+        "system, protocol, vendor, model, description, order, addressing, limits, points, rules; "
+        "did you mean system?",
     ]
 
 
