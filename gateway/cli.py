@@ -119,12 +119,15 @@ def cmd_points(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     if args.plan:
-        from drivers.modbus.plan import compile_plan
+        from drivers.modbus.plan import compile_plans, describe_plans
 
         for device in devices:
-            plan = compile_plan(device, config.profiles[device.profile])
-            print(f"{device.id}: {len(plan.points)} points in {len(plan.requests)} requests per poll")
-            for line in plan.describe():
+            plans = compile_plans(device, config.profiles[device.profile])
+            points = sum(len(p.points) for p in plans.values())
+            requests = sum(len(p.requests) for p in plans.values())
+            print(f"{device.id} ({device.connection.type}, unit {device.connection.unit}): "
+                  f"{_count(points, 'point')} in {_count(requests, 'request')} per round")
+            for line in describe_plans(plans):
                 print(f"  {line}")
         return 0
     rows = []
@@ -145,6 +148,10 @@ def cmd_points(args: argparse.Namespace) -> int:
             ("device", "point", "name", "table", "address", "type", "order", "scale", "unit",
              "access"), rows))
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _fmt_scale(scale: float, offset: float) -> str:

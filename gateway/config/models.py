@@ -248,6 +248,17 @@ class ModbusPoint(Model):
 
     @model_validator(mode="before")
     @classmethod
+    def _bits_default_to_bool(cls, data: Any) -> Any:
+        # Defined before _resolve_address on purpose: pydantic runs "before" validators
+        # last-defined first, and a Modicon coil reference must get its table first.
+        if isinstance(data, dict) and "type" not in data and (
+            data.get("table") in BIT_TABLES or data.get("bit") is not None
+        ):
+            return {**data, "type": "bool"}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _resolve_address(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict) or type(data.get("address")) is not int:
             return data
@@ -281,15 +292,6 @@ class ModbusPoint(Model):
             if address < 1:
                 raise ValueError("with addressing: one_based, addresses start at 1")
             return {**data, "address": address - 1}
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bits_default_to_bool(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "type" not in data and (
-            data.get("table") in BIT_TABLES or data.get("bit") is not None
-        ):
-            return {**data, "type": "bool"}
         return data
 
     @model_validator(mode="after")
