@@ -32,7 +32,7 @@ def test_the_example_site_loads_with_its_profiles_devices_and_chinese_names() ->
     assert [s.type for s in config.all_sinks()] == ["history"]
     assert config.data_dir == REPO / "config" / "data"
 
-    assert set(config.profiles) == {"booster_pump", "energy_meter_3p"}
+    assert {"booster_pump", "energy_meter_3p"} <= set(config.profiles)
     pump = config.profiles["booster_pump"]
     assert pump.points["outlet_pressure"].name == "出水压力"
     assert pump.points["setpoint_pressure"].writable is True
@@ -43,7 +43,7 @@ def test_the_example_site_loads_with_its_profiles_devices_and_chinese_names() ->
     assert meter.points["total_power"].table == "input"
 
     devices = {d.id: d for d in config.devices}
-    assert set(devices) == {"pump_b1_1", "meter_b1_main"}
+    assert {"pump_b1_1", "meter_b1_main"} <= set(devices)
     pump_1 = devices["pump_b1_1"]
     assert (pump_1.connection.host, pump_1.connection.port, pump_1.connection.unit) == ("127.0.0.1", 15020, 1)
     assert pump_1.poll_interval == 2.0

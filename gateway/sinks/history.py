@@ -1,0 +1,247 @@
+"""The local history: readings in a SQLite file, the embedded default without InfluxDB.
+
+Readings are keyed by (device, point, ts), clustered on that key (WITHOUT ROWID), so a
+point's history is one contiguous index range and a record delivered twice after a
+crash overwrites itself instead of doubling. A second index on ts makes pruning by
+retention cheap. A small `series` table lists every (device, point) ever written,
+which lets "latest value of each point" be one index probe per point instead of a
+scan over weeks of rows.
+
+Quality is stored as NULL when good (most rows), to keep the file small on a Pi.
+Writes run in a worker thread, one transaction per send, so the event loop never
+waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import structlog
+
+from gateway.batch import Batch, Kind, Quality, Record
+from gateway.config.models import HistorySinkConfig
+from gateway.sinks.base import Sink, SinkUnavailable
+
+log = structlog.get_logger(__name__)
+
+_PRUNE_EVERY = 600.0  # seconds between retention passes
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    device  TEXT NOT NULL,
+    point   TEXT NOT NULL,
+    ts      REAL NOT NULL,
+    value   REAL,
+    text    TEXT,
+    quality TEXT,
+    PRIMARY KEY (device, point, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
+CREATE TABLE IF NOT EXISTS series (
+    device TEXT NOT NULL,
+    point  TEXT NOT NULL,
+    PRIMARY KEY (device, point)
+) WITHOUT ROWID;
+"""
+
+_INSERT = (
+    "INSERT OR REPLACE INTO readings (device, point, ts, value, text, quality) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+class HistoryRow(NamedTuple):
+    """One stored reading; `value` is a float, a string, or None when quality is not good."""
+
+    ts: float
+    device: str
+    point: str
+    value: float | str | None
+    quality: str
+
+
+def _rows(batch: Batch) -> list[tuple[str, str, float, float | None, str | None, str | None]]:
+    """Table rows for one batch; non-finite floats are stored as out_of_range."""
+    device, ts = batch.device, batch.ts
+    rows = []
+    for point, value, quality in batch.items():
+        if quality != Quality.GOOD:
+            rows.append((device, point, ts, None, None, str(quality)))
+        elif isinstance(value, bool):
+            rows.append((device, point, ts, 1.0 if value else 0.0, None, None))
+        elif isinstance(value, int | float):
+            number = float(value)
+            if math.isfinite(number):
+                rows.append((device, point, ts, number, None, None))
+            else:
+                rows.append((device, point, ts, None, None, str(Quality.OUT_OF_RANGE)))
+        elif value is None:
+            continue
+        else:
+            rows.append((device, point, ts, None, str(value), None))
+    return rows
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) a history database in WAL mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    db.executescript(_SCHEMA)
+    return db
+
+
+class HistorySink(Sink):
+    """Stores readings in `data_dir/history.db` and drops rows older than the retention."""
+
+    kinds = frozenset({Kind.READING})
+
+    def __init__(self, config: HistorySinkConfig, data_dir: Path) -> None:
+        super().__init__(config.name)
+        self.config = config
+        self.path = Path(data_dir) / "history.db"
+        self.written = 0
+        self.pruned = 0
+        self._db: sqlite3.Connection | None = None
+        self._series: set[tuple[str, str]] = set()
+        self._last_prune: float | None = None  # None: prune on the first send
+        self._lock = asyncio.Lock()  # one thread at a time on the connection
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._db is None:
+                await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        self._db = connect(self.path)
+        self._series = set(self._db.execute("SELECT device, point FROM series"))
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._db is not None:
+                db, self._db = self._db, None
+                await asyncio.to_thread(db.close)
+
+    async def send(self, records: list[Record]) -> None:
+        rows: list[tuple[str, str, float, float | None, str | None, str | None]] = []
+        for record in records:
+            if record.kind == Kind.READING:
+                rows.extend(_rows(record.item))  # type: ignore[arg-type]
+        prune = self._last_prune is None or time.monotonic() - self._last_prune >= _PRUNE_EVERY
+        async with self._lock:
+            try:
+                if self._db is None:
+                    await asyncio.to_thread(self._open)
+                await asyncio.to_thread(self._write, rows)
+                if prune:
+                    self._last_prune = time.monotonic()
+                    await asyncio.to_thread(self._prune)
+            except sqlite3.Error as exc:  # disk full, I/O error: keep the records in the outbox
+                raise SinkUnavailable(f"history database {self.path}: {exc}") from exc
+        self.written += len(rows)
+
+    def _write(
+        self, rows: list[tuple[str, str, float, float | None, str | None, str | None]]
+    ) -> None:
+        assert self._db is not None
+        new_series = {(r[0], r[1]) for r in rows} - self._series
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany(_INSERT, rows)
+            if new_series:
+                db.executemany(
+                    "INSERT OR IGNORE INTO series (device, point) VALUES (?, ?)", new_series
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._series |= new_series
+
+    def _prune(self) -> None:
+        """Delete rows older than the retention, in its own transaction."""
+        assert self._db is not None
+        cutoff = time.time() - self.config.retention
+        deleted = self._db.execute("DELETE FROM readings WHERE ts < ?", (cutoff,)).rowcount
+        if deleted:
+            self.pruned += deleted
+            log.info(
+                "history pruned", sink=self.name, rows=deleted, retention_s=self.config.retention
+            )
+
+    async def prune(self) -> None:
+        """Apply the retention now (normally it runs every few minutes from send)."""
+        async with self._lock:
+            if self._db is None:
+                await asyncio.to_thread(self._open)
+            self._last_prune = time.monotonic()
+            await asyncio.to_thread(self._prune)
+
+
+class HistoryReader:
+    """Read side of the local history, for the CLI; opens the file read-only."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"no history database at {self.path}")
+        self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout=5000")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> HistoryReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def latest(self, device: str | None = None) -> list[HistoryRow]:
+        """The newest row of every point (of one device, or of all), ordered by device and point."""
+        sql = (
+            "SELECT r.ts, r.device, r.point, r.value, r.text, r.quality FROM series s "
+            "JOIN readings r ON r.device = s.device AND r.point = s.point AND r.ts = "
+            "(SELECT MAX(ts) FROM readings m WHERE m.device = s.device AND m.point = s.point) "
+        )
+        args: tuple[str, ...] = ()
+        if device is not None:
+            sql += "WHERE s.device = ? "
+            args = (device,)
+        sql += "ORDER BY s.device, s.point"
+        return [_row(r) for r in self._db.execute(sql, args)]
+
+    def query(
+        self,
+        device: str,
+        point: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[HistoryRow]:
+        """Rows of a device (or one of its points) at or after `since`, newest first."""
+        sql = "SELECT ts, device, point, value, text, quality FROM readings WHERE device = ?"
+        args: list[object] = [device]
+        if point is not None:
+            sql += " AND point = ?"
+            args.append(point)
+        if since is not None:
+            sql += " AND ts >= ?"
+            args.append(since)
+        sql += " ORDER BY ts DESC, point LIMIT ?"
+        args.append(limit)
+        return [_row(r) for r in self._db.execute(sql, args)]
+
+
+def _row(r: tuple) -> HistoryRow:
+    ts, device, point, value, text, quality = r
+    return HistoryRow(
+        ts, device, point, value if value is not None else text, quality or Quality.GOOD.value
+    )

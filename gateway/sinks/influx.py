@@ -1,0 +1,276 @@
+"""The InfluxDB sink: readings as line protocol, confirmed by a 2xx per chunk.
+
+Two wire forms: api v2 (InfluxDB 2.x/3.x, 1.8+ compatibility API, VictoriaMetrics)
+through influxdb-client's asyncio client, and api v1 (InfluxDB <= 1.7, which has no
+/api/v2/write) as a plain aiohttp POST to /write.
+
+What the server answers decides what happens to a chunk:
+
+- 2xx: delivered.
+- 400/413/422: the chunk holds data the server refuses. It is bisected until the
+  offending line stands alone; that line is logged once and skipped, every other
+  line is delivered. Skipping is the only way forward: resending a line InfluxDB
+  refuses would stop this sink for good.
+- 401/403/404: credentials or the bucket/database are wrong. Nothing is dropped;
+  SinkUnavailable, logged once per outage with what to fix.
+- 429/503 with Retry-After, other 5xx, timeouts, refused connections:
+  SinkUnavailable, and the runner retries the same records later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gzip
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import structlog
+
+from gateway.batch import Kind, Record
+from gateway.catalog import Catalog
+from gateway.config.models import InfluxSinkConfig
+from gateway.sinks.base import Sink, SinkUnavailable
+from gateway.sinks.lineproto import LineEncoder
+
+log = structlog.get_logger(__name__)
+
+_BAD_DATA = frozenset({400, 413, 422})
+_NOT_ALLOWED = frozenset({401, 403, 404})
+_LOG_REFUSED_PER_SEND = 20  # a wholly refused chunk must not flood the log
+
+
+class _Refused(Exception):
+    """The server refused the data itself (400/413/422); `message` is its explanation."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from an HTTP Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def server_message(body: bytes | str | None) -> str:
+    """The human part of an InfluxDB error body ({"error": ...} in v1, {"message": ...} in v2)."""
+    if body is None:
+        return ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body)
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text.strip()[:1000]
+    if isinstance(parsed, dict):
+        for key in ("message", "error"):
+            if isinstance(parsed.get(key), str):
+                return parsed[key][:1000]
+    return text.strip()[:1000]
+
+
+class InfluxSink(Sink):
+    """Writes readings to InfluxDB (or anything speaking its write API); events are not written.
+
+    `written` and `rejected` count lines confirmed and lines refused as bad data.
+    """
+
+    kinds = frozenset({Kind.READING})
+
+    def __init__(self, config: InfluxSinkConfig, catalog: Catalog) -> None:
+        super().__init__(config.name)
+        self.config = config
+        self.encoder = LineEncoder(catalog, config.measurement, config.unit_as)
+        self.written = 0
+        self.rejected = 0
+        self._client: Any = None  # InfluxDBClientAsync (api v2)
+        self._write_api: Any = None
+        self._session: aiohttp.ClientSession | None = None  # api v1
+        self._refusal_logged = False
+
+    @property
+    def target(self) -> str:
+        """Where lines go, for log lines (never with credentials)."""
+        if self.config.api == "v2":
+            return f"{self.config.url} bucket {self.config.bucket}"
+        return f"{self.config.url} database {self.config.database}"
+
+    async def start(self) -> None:
+        """Create the HTTP client; connects lazily, so a server that is down does not matter here."""
+        if self.config.api == "v2":
+            await self._start_v2()
+        else:
+            self._start_v1()
+
+    async def _start_v2(self) -> None:
+        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
+        token = self.config.token.reveal() if self.config.token else None
+        self._client = InfluxDBClientAsync(
+            url=self.config.url,
+            token=token or None,
+            org=self.config.org,
+            enable_gzip=self.config.gzip,
+            timeout=int(self.config.timeout * 1000),
+        )
+        self._write_api = self._client.write_api()
+
+    def _start_v1(self) -> None:
+        auth = None
+        if self.config.username:
+            password = self.config.password.reveal() if self.config.password else ""
+            auth = aiohttp.BasicAuth(self.config.username, password)
+        self._session = aiohttp.ClientSession(
+            auth=auth, timeout=aiohttp.ClientTimeout(total=self.config.timeout)
+        )
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            client, self._client, self._write_api = self._client, None, None
+            await client.close()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def send(self, records: list[Record]) -> None:
+        if self._client is None and self._session is None:
+            await self.start()
+        lines = self.encoder.encode(records)
+        size = self.config.batch_size
+        rejected_before = self.rejected
+        for start in range(0, len(lines), size):
+            await self._deliver(lines[start : start + size], rejected_before)
+        unlogged = self.rejected - rejected_before - _LOG_REFUSED_PER_SEND
+        if unlogged > 0:
+            log.warning("influxdb refused more lines; skipped", sink=self.name, lines=unlogged)
+
+    async def _deliver(self, lines: list[str], rejected_before: int) -> None:
+        """Write `lines`; on refused data, bisect and skip only the offending lines."""
+        try:
+            await self._post("\n".join(lines).encode("utf-8"))
+        except _Refused as exc:
+            if len(lines) == 1:
+                self.rejected += 1
+                if self.rejected - rejected_before <= _LOG_REFUSED_PER_SEND:
+                    self._log_refused(lines[0], exc)
+                return
+            middle = len(lines) // 2
+            await self._deliver(lines[:middle], rejected_before)
+            await self._deliver(lines[middle:], rejected_before)
+            return
+        self.written += len(lines)
+        if self._refusal_logged:
+            self._refusal_logged = False
+            log.info("influxdb accepts writes again", sink=self.name, target=self.target)
+
+    def _log_refused(self, line: str, exc: _Refused) -> None:
+        device, point = self.encoder.origin(line) or (None, None)
+        log.warning(
+            "influxdb refused a line; skipped",
+            sink=self.name,
+            device=device,
+            point=point,
+            line=line,
+            status=exc.status,
+            error=exc.message,
+        )
+
+    async def _post(self, body: bytes) -> None:
+        """One write request; returns on 2xx, raises _Refused or SinkUnavailable otherwise."""
+        try:
+            if self.config.api == "v2":
+                status, headers, text = await self._post_v2(body)
+            else:
+                status, headers, text = await self._post_v1(body)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise SinkUnavailable(
+                f"influxdb at {self.config.url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+        if 200 <= status < 300:
+            return
+        message = server_message(text)
+        if status in _BAD_DATA:
+            raise _Refused(status, message)
+        if status in _NOT_ALLOWED:
+            what = {
+                401: "credentials refused (check the token / username and password)",
+                403: "not allowed to write (check the token's / user's write permission)",
+                404: "bucket or database not found (create it, or fix bucket: / database:)",
+            }[status]
+            if not self._refusal_logged:
+                self._refusal_logged = True
+                log.error(
+                    "influxdb refuses writes; holding data until fixed",
+                    sink=self.name,
+                    target=self.target,
+                    status=status,
+                    problem=what,
+                    error=message,
+                )
+            raise SinkUnavailable(f"influxdb HTTP {status}: {what}: {message}")
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(_header(headers, "Retry-After"))
+        raise SinkUnavailable(f"influxdb HTTP {status}: {message}", retry_after=retry_after)
+
+    async def _post_v2(self, body: bytes) -> tuple[int, Mapping[str, str] | None, Any]:
+        from influxdb_client import WritePrecision
+        from influxdb_client.rest import ApiException
+
+        try:
+            await self._write_api.write(
+                bucket=self.config.bucket,
+                org=self.config.org,
+                record=body,
+                write_precision=WritePrecision.MS,
+            )
+        except ApiException as exc:
+            if not exc.status:  # the client's own failure to prepare a request
+                raise SinkUnavailable(f"influxdb client error: {exc.reason}") from exc
+            return exc.status, exc.headers, exc.body
+        return 204, None, None
+
+    async def _post_v1(self, body: bytes) -> tuple[int, Mapping[str, str] | None, Any]:
+        assert self._session is not None
+        params = {"db": self.config.database or "", "precision": "ms"}
+        if self.config.retention_policy:
+            params["rp"] = self.config.retention_policy
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.config.gzip:
+            body = await _gzip(body)
+            headers["Content-Encoding"] = "gzip"
+        url = self.config.url.rstrip("/") + "/write"
+        async with self._session.post(url, params=params, data=body, headers=headers) as response:
+            return response.status, response.headers, await response.read()
+
+
+async def _gzip(body: bytes) -> bytes:
+    """Compress a request body; big ones in a thread so polling is not held up."""
+    if len(body) < 64 * 1024:
+        return gzip.compress(body, compresslevel=5)
+    return await asyncio.to_thread(gzip.compress, body, 5)
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None:  # plain dicts are case-sensitive
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value
