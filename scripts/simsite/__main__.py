@@ -14,12 +14,39 @@ if __package__ in (None, ""):  # run as `python scripts/simsite`: make simsite a
     _scripts = Path(__file__).resolve().parent.parent
     sys.path[:0] = [str(_scripts), str(_scripts.parent)]
 
+from simsite.dynamics import COMM_FAULTS  # noqa: E402
+from simsite.scenarios import Scenario, check, parse_scenario, play  # noqa: E402
 from simsite.server import SimulatedSite  # noqa: E402
+
+SCENARIO_HELP = f"""\
+scenarios (--scenario KIND[@WHEN]:DEVICE, repeatable; WHEN is real time after start):
+  pump_trip        booster pump: the drive trips (motor overload), pressure falls
+  low_pressure     booster pump: full speed, outlet pressure under 0.2 MPa (burst main)
+  elevator_stuck   elevator: stopped between floors, doors closed, alarm button, trapped
+  fire_alarm       fire panel: zone 3 in fire alarm, panel fire flag, linkage started
+  sump_high        sump: inflow beyond both pumps, the level climbs to the high float
+  door_forced      door IO: door 1 open without a lock release
+  meter_silent     any meter: connections accepted, nothing answered
+  {", ".join(COMM_FAULTS)}
+                   any device: server closed / nothing answered / Modbus exceptions
+  clear            end the device's fault (the lift is rescued, the panel reset...)
+
+example:
+  python -m simsite --scenario elevator_stuck@30s:lift_b1_1 --scenario clear@3m:lift_b1_1
+"""
+
+
+def _scenario(text: str) -> Scenario:
+    try:
+        return parse_scenario(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="simsite", description="Serve a site's devices over Modbus TCP from simulated equipment."
+        prog="simsite", description="Serve a site's devices over Modbus TCP from simulated equipment.",
+        epilog=SCENARIO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-c", "--config", default="config/site.yaml", help="site.yaml to simulate")
     parser.add_argument("--seed", type=int, default=None, help="make the noise repeatable")
@@ -30,6 +57,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help="show pymodbus's own log")
     parser.add_argument("--ready-file", type=Path, default=None,
                         help="create this file once every device is serving")
+    parser.add_argument("--scenario", type=_scenario, action="append", default=[], metavar="KIND@WHEN:DEVICE",
+                        help="play a fault at a time, e.g. elevator_stuck@30s:lift_b1_1 (see below)")
     return parser.parse_args(argv)
 
 
@@ -48,6 +77,11 @@ async def _serve(args: argparse.Namespace) -> int:
         return 2
     site = SimulatedSite(config, args.seed, tick=args.tick, speed=args.speed, host=args.host)
     try:
+        check(site, args.scenario)
+    except ValueError as exc:
+        print(f"simsite: {exc}", file=sys.stderr)
+        return 2
+    try:
         await site.start()
     except (OSError, RuntimeError) as exc:
         print(f"simsite: cannot serve the site: {exc}", file=sys.stderr)
@@ -58,6 +92,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.ready_file is not None:
         args.ready_file.parent.mkdir(parents=True, exist_ok=True)
         args.ready_file.touch()
+    timeline = asyncio.create_task(play(site, args.scenario, lambda line: print(line, flush=True)))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -66,6 +101,7 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         await stopping.wait()
     finally:
+        timeline.cancel()
         await site.stop()
         if args.ready_file is not None:
             args.ready_file.unlink(missing_ok=True)

@@ -1,194 +1,65 @@
-"""How simulated equipment behaves: one model per profile id, in engineering units.
+"""How simulated equipment behaves: one model per profile id (see `models/`), a random
+walk for anything else, and the simulated clock they share.
 
-Models know nothing of registers; the server encodes their values with the profile's own
-point definitions, so the gateway decodes exactly what a real device of that map would
-send. Time is simulated time: the site runs its clock faster than real time so a demo
-shows a day's demand curve in minutes.
+Time is simulated time: the site runs its clock faster than real time so a demo shows a
+day's demand curve in minutes; a long advance is split into steps short enough for each
+model's events.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
-from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.modbus.decode import codec_for
 from gateway.config.models import Profile
+from simsite.models import MODELS, Model, SimTime
 
-FAULTS = ("pump_trip", "stop_answering", "silent", "exception")
-
-
-class Model:
-    """A device's simulated state: `values` maps point names to engineering values."""
-
-    def __init__(self, profile: Profile, rng: random.Random) -> None:
-        self.profile = profile
-        self.rng = rng
-        self.values: dict[str, float] = {}
-        self.fault: str | None = None
-
-    def step(self, dt: float, hour: float) -> None:
-        """Advance by `dt` simulated seconds; `hour` is the simulated local hour of day."""
-
-    def write(self, point: str, value: float) -> None:
-        """The gateway wrote `point`; the default is to hold the value until the next change."""
-        self.values[point] = value
-
-    def set_fault(self, kind: str) -> None:
-        """Enter a device-level fault; raise ValueError when this model has no such fault."""
-        raise ValueError(f"profile {self.profile.id} has no fault {kind!r}")
-
-    def clear(self) -> None:
-        self.fault = None
+# Faults the server plays for any device: it closes, it holds requests, it refuses them.
+COMM_FAULTS = ("stop_answering", "silent", "exception")
+# meter_silent: a meter drops off its bus (the server holds requests, like `silent`).
+FAULTS = (
+    *COMM_FAULTS, "meter_silent", "pump_trip", "low_pressure", "elevator_stuck", "fire_alarm",
+    "sump_high", "door_forced",
+)
 
 
 class RandomWalk(Model):
-    """Any profile without a model: every point wanders slowly within its type's range."""
+    """Any profile without a model: every number wanders slowly within a modest range;
+    bits stay 0 and strings empty, which is what an idle device shows."""
 
     def __init__(self, profile: Profile, rng: random.Random, points: list[str] | None = None) -> None:
         super().__init__(profile, rng)
         self._limits: dict[str, tuple[float, float, float]] = {}  # low, high, step
         for name in points if points is not None else list(profile.points):
             point = profile.points[name]
-            codec = codec_for(point, profile.order)
-            raw_low, raw_high = codec.raw_range
+            if point.type == "bool":
+                self.values[name] = 0
+                continue
+            if point.type == "string":
+                self.values[name] = ""
+                continue
+            if point.type in ("bcd16", "bcd32"):
+                raw_low, raw_high = 0.0, 9999.0
+            else:
+                raw_low, raw_high = codec_for(point, profile.order).raw_range
             # keep to a modest slice of the range: a float32's full range is not a reading
             raw_low, raw_high = max(raw_low, 0.0), min(raw_high, 1000.0)
-            ends = sorted((raw_low * point.scale + point.offset, raw_high * point.scale + point.offset))
-            low, high = ends
+            low, high = sorted((raw_low * point.scale + point.offset, raw_high * point.scale + point.offset))
             self._limits[name] = (low, high, max((high - low) / 500, abs(point.scale)))
             self.values[name] = low + (high - low) * rng.uniform(0.2, 0.5)
 
-    def step(self, dt: float, hour: float) -> None:
+    def step(self, dt: float, now: SimTime) -> None:
         for name, (low, high, step) in self._limits.items():
             moved = self.values[name] + self.rng.gauss(0, step) * min(1.0, dt / 60)
             self.values[name] = min(high, max(low, moved))
 
 
-def _bump(hour: float, centre: float, width: float) -> float:
-    return math.exp(-(((hour - centre) / width) ** 2))
-
-
-def _follow(current: float, target: float, dt: float, tau: float) -> float:
-    """First-order lag: how a VFD ramps or a load settles."""
-    return current + (target - current) * (1 - math.exp(-dt / tau))
-
-
-class BoosterPump(Model):
-    """A VFD-driven booster pump holding the outlet pressure at its setpoint.
-
-    Demand follows a residential day (morning and evening peaks, a quiet night when the
-    pump sleeps); the drive's frequency follows demand, current follows frequency.
-    """
-
-    RATED_HZ = 50.0
-    TRIP_CODE = 21  # "overcurrent" on many VFDs
-
-    def __init__(self, profile: Profile, rng: random.Random) -> None:
-        super().__init__(profile, rng)
-        self.setpoint = 0.45
-        self.demand_noise = 0.0
-        self.sleeping = False
-        self.values.update(
-            frequency=38.0, current=10.0, outlet_pressure=self.setpoint, running=1,
-            fault_code=0, run_hours=rng.uniform(1000, 5000), starts=rng.randint(200, 900),
-            setpoint_pressure=self.setpoint,
-        )
-
-    def demand(self, hour: float) -> float:
-        base = 0.08 + 0.55 * _bump(hour, 7.5, 1.5) + 0.3 * _bump(hour, 12, 1.5)
-        base += 0.65 * _bump(hour, 19.5, 2.0) + 0.25 * _bump(hour, 15, 4)
-        return min(1.0, max(0.0, base + self.demand_noise))
-
-    def step(self, dt: float, hour: float) -> None:
-        v = self.values
-        self.demand_noise = 0.9 * self.demand_noise + self.rng.gauss(0, 0.01)
-        demand = self.demand(hour)
-        if self.fault == "pump_trip":
-            v.update(running=0, fault_code=self.TRIP_CODE, frequency=0.0, current=0.0)
-            v["outlet_pressure"] = _follow(v["outlet_pressure"], 0.18, dt, 120)  # static head
-            return
-        # sleep below a low demand, with hysteresis so the pump does not chatter
-        if self.sleeping and demand > 0.16:
-            self.sleeping = False
-        elif not self.sleeping and demand < 0.12:
-            self.sleeping = True
-        running = not self.sleeping
-        if running and not v["running"]:
-            v["starts"] += 1
-        v["running"] = int(running)
-        v["fault_code"] = 0
-        if running:
-            correction = 25 * (self.setpoint - 0.45) / 0.45
-            target = min(self.RATED_HZ, max(20.0, 28 + 22 * demand + correction))
-            v["frequency"] = _follow(max(v["frequency"], 15.0), target, dt, 40)
-            lag = (target - v["frequency"]) / self.RATED_HZ
-            v["outlet_pressure"] = max(0.0, self.setpoint - 0.03 * lag + self.rng.gauss(0, 0.004))
-            load = (v["frequency"] / self.RATED_HZ) ** 3
-            v["current"] = max(0.0, 3 + 19 * load + self.rng.gauss(0, 0.1))
-            v["run_hours"] += dt / 3600
-        else:
-            v["frequency"] = 0.0
-            v["current"] = 0.0
-            v["outlet_pressure"] = max(0.0, self.setpoint - 0.02 + self.rng.gauss(0, 0.003))
-        v["setpoint_pressure"] = self.setpoint
-
-    def write(self, point: str, value: float) -> None:
-        if point == "setpoint_pressure":
-            self.setpoint = value
-        super().write(point, value)
-
-    def set_fault(self, kind: str) -> None:
-        if kind != "pump_trip":
-            super().set_fault(kind)
-        self.fault = kind
-        self.step(0.0, 12.0)
-
-    def clear(self) -> None:
-        if self.fault == "pump_trip":
-            self.values["starts"] += 1  # the reset restarts the pump
-            self.values["running"] = 1
-            self.values["frequency"] = 30.0
-        super().clear()
-
-
-class EnergyMeter3P(Model):
-    """A three-phase meter on a building feeder: load follows the day, energy integrates power."""
-
-    PHASE_AMPS = 160.0
-
-    def __init__(self, profile: Profile, rng: random.Random) -> None:
-        super().__init__(profile, rng)
-        self.imbalance = [rng.uniform(-0.08, 0.08) for _ in range(3)]
-        self.values.update(energy_import=rng.uniform(50_000, 150_000), frequency=50.0)
-        self.step(0.0, 12.0)
-
-    def step(self, dt: float, hour: float) -> None:
-        v = self.values
-        load = 0.3 + 0.4 * _bump(hour, 10, 3) + 0.5 * _bump(hour, 20, 2.5)
-        pf = min(0.98, max(0.85, 0.92 + self.rng.gauss(0, 0.01)))
-        power_w = 0.0
-        for phase in range(3):
-            volts = min(235.0, max(220.0, 228 - 4 * load + self.rng.gauss(0, 1.0)))
-            amps = max(0.0, self.PHASE_AMPS * load * (1 + self.imbalance[phase]) + self.rng.gauss(0, 1.5))
-            v[f"voltage_l{phase + 1}"] = volts
-            v[f"current_l{phase + 1}"] = amps
-            power_w += volts * amps * pf
-        v["total_power"] = power_w / 1000  # kW
-        v["frequency"] = min(50.1, max(49.9, 50 + self.rng.gauss(0, 0.02)))
-        v["energy_import"] += v["total_power"] * dt / 3600
-
-
-MODELS: dict[str, Callable[[Profile, random.Random], Model]] = {
-    "booster_pump": BoosterPump,
-    "energy_meter_3p": EnergyMeter3P,
-}
-
-
 class Composite(Model):
-    """A known model for the points it knows, a random walk for any extra points in the map."""
+    """A known model for the points it knows, a random walk for any extra points in the map
+    (a site may add points to a profile that the simulator has never heard of)."""
 
     def __init__(self, profile: Profile, rng: random.Random) -> None:
         super().__init__(profile, rng)
@@ -199,16 +70,26 @@ class Composite(Model):
         self.walk = RandomWalk(profile, rng, extra)
         self._merge()
 
+    @property
+    def faults(self) -> tuple[str, ...]:
+        """The scenarios this device can play beyond the server's communication faults."""
+        if self.known is None:
+            return ()
+        return (*self.known.FAULTS, "meter_silent") if self.known.METER else self.known.FAULTS
+
     def _merge(self) -> None:
         self.values = {**self.walk.values, **(self.known.values if self.known else {})}
 
-    def step(self, dt: float, hour: float) -> None:
+    def step(self, dt: float, now: SimTime) -> None:
         if self.known is not None:
-            self.known.step(dt, hour)
-        self.walk.step(dt, hour)
+            limit = self.known.MAX_STEP
+            steps = max(1, math.ceil(dt / limit)) if limit else 1
+            for left in range(steps - 1, -1, -1):
+                self.known.step(dt / steps, now.earlier(left * dt / steps))
+        self.walk.step(dt, now)
         self._merge()
 
-    def write(self, point: str, value: float) -> None:
+    def write(self, point: str, value: Any) -> None:
         target = self.known if self.known is not None and point in self.known.values else self.walk
         target.write(point, value)
         self._merge()
@@ -216,16 +97,19 @@ class Composite(Model):
     def set_fault(self, kind: str) -> None:
         if self.known is None:
             super().set_fault(kind)
+            return
         self.known.set_fault(kind)
+        self.fault = kind
         self._merge()
 
     def clear(self) -> None:
         if self.known is not None:
             self.known.clear()
             self._merge()
+        super().clear()
 
 
-def make_model(profile: Profile, rng: random.Random) -> Model:
+def make_model(profile: Profile, rng: random.Random) -> Composite:
     """The behaviour for a device of `profile`."""
     return Composite(profile, rng)
 
@@ -245,6 +129,9 @@ class SimClock:
         return dt
 
     @property
+    def time(self) -> SimTime:
+        return SimTime(self.now, self.zone)
+
+    @property
     def hour(self) -> float:
-        local = datetime.fromtimestamp(self.now, self.zone)
-        return local.hour + local.minute / 60 + local.second / 3600
+        return self.time.hour

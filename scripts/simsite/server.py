@@ -1,10 +1,9 @@
-"""A simulated site: one pymodbus TCP server per device, its registers fed by a model.
+"""A simulated site: one pymodbus TCP server per device, its tables fed by a model.
 
-Each device's registers are an image encoded from its model with the profile's own
-codecs (the same ones the gateway decodes with), refreshed every tick. The server copies
-the image into pymodbus's datastore from its request hook, so a read always sees the
-latest tick, and a write is decoded back into the model, which is how a setpoint written
-by the gateway takes effect.
+Each device's tables are an image encoded from its model (see `image.py`), refreshed
+every tick. The server copies the image into pymodbus's datastore from its request hook,
+so a read always sees the latest tick, and a write is decoded back into the model, which
+is how a setpoint or a relay written by the gateway takes effect.
 """
 
 from __future__ import annotations
@@ -18,73 +17,53 @@ import structlog
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator.simutils import SimUtils
 
-from drivers.modbus.decode import Codec, codec_for
-from gateway.config.models import Device, Profile, SiteConfig
-from simsite.dynamics import FAULTS, Model, SimClock, make_model
+from gateway.config.models import BIT_TABLES, Device, Profile, SiteConfig
+from simsite.dynamics import COMM_FAULTS, FAULTS, Composite, SimClock, make_model
+from simsite.image import RegisterImage
 
 log = structlog.get_logger(__name__)
 
-_TABLE_OF_FUNCTION = {3: "holding", 6: "holding", 16: "holding", 23: "holding", 4: "input"}
-
-
-class _Point:
-    __slots__ = ("name", "table", "address", "codec", "writable")
-
-    def __init__(self, name: str, table: str, address: int, codec: Codec, writable: bool) -> None:
-        self.name, self.table, self.address = name, table, address
-        self.codec, self.writable = codec, writable
+_TABLE_OF_FUNCTION = {
+    1: "coil", 5: "coil", 15: "coil", 2: "discrete",
+    3: "holding", 6: "holding", 16: "holding", 23: "holding", 4: "input",
+}
 
 
 class SimulatedDevice:
     """One device: a model, its register image and the pymodbus server answering for it."""
 
-    def __init__(self, device: Device, profile: Profile, model: Model, host: str | None = None) -> None:
+    def __init__(self, device: Device, profile: Profile, model: Composite, host: str | None = None) -> None:
         self.device = device
         self.profile = profile
         self.model = model
         self.host = host or device.connection.host
         self.port = device.connection.port
-        self.points = [
-            _Point(name, p.table, p.address, codec_for(p, profile.order), p.writable)
-            for name, p in profile.points.items()
-        ]
-        # table -> (first address, register words): contiguous from the first point to the
-        # last, so reads that span unused registers succeed, as on most real devices
-        self.image: dict[str, tuple[int, list[int]]] = {}
-        for table in ("holding", "input"):
-            points = [p for p in self.points if p.table == table]
-            if points:
-                start = min(p.address for p in points)
-                end = max(p.address + p.codec.count for p in points)
-                self.image[table] = (start, [0] * (end - start))
-        self.shown: dict[str, float] = {}  # the engineering values the registers hold now
-        self.mode: str | None = None  # the device-level fault being played, if any
+        self.image = RegisterImage(profile)
+        self.shown: dict[str, Any] = {}  # the values the tables hold now
+        self.mode: str | None = None  # the communication fault being played, if any
         self._wake = asyncio.Event()
         self._server: ModbusTcpServer | None = None
         self.refresh()
 
     def refresh(self) -> None:
-        """Encode the model's values into the register image."""
-        for point in self.points:
-            value = self.model.values.get(point.name, 0)
-            words = _encode_clamped(point.codec, value)
-            start, image = self.image[point.table]
-            offset = point.address - start
-            image[offset : offset + len(words)] = words
-            self.shown[point.name] = point.codec.decode(words)
+        """Encode the model's values into the image."""
+        self.shown = self.image.encode(self.model.values)
 
     def _simdevice(self) -> SimDevice:
-        def block(table: str) -> list[SimData]:
-            if table not in self.image:
+        def registers(table: str) -> list[SimData]:
+            if table not in self.image.words:
                 return [SimData(0, datatype=DataType.INVALID)]
-            start, image = self.image[table]
-            return [SimData(start, values=list(image), datatype=DataType.REGISTERS)]
+            start, words = self.image.words[table]
+            return [SimData(start, values=list(words), datatype=DataType.REGISTERS)]
 
-        bits = [SimData(0, values=False, datatype=DataType.BITS)]
+        def bits(table: str) -> list[SimData]:
+            return [SimData(0, values=list(self.image.bits.get(table, [False] * 16)), datatype=DataType.BITS)]
+
         return SimDevice(
             id=self.device.connection.unit,
-            simdata=(bits, list(bits), block("holding"), block("input")),
+            simdata=(bits("coil"), bits("discrete"), registers("holding"), registers("input")),
             action=self._on_request,
         )
 
@@ -120,48 +99,60 @@ class SimulatedDevice:
         registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        """pymodbus's hook before it answers: serve the image, take writes into the model."""
+        """pymodbus's hook before it answers: serve the image, take writes into the model.
+
+        For coils and discrete inputs pymodbus passes the bit address and the number of
+        16-bit words the bits span; `registers` is then the table packed 16 bits a word.
+        """
         if self.mode == "silent":
             await self._wake.wait()  # never answer while the fault lasts
             return ExcCodes.DEVICE_BUSY
         if self.mode == "exception":
             return ExcCodes.DEVICE_FAILURE
         table = _TABLE_OF_FUNCTION.get(function_code)
-        if table is None or table not in self.image:
-            return ExcCodes.ILLEGAL_ADDRESS
-        start, image = self.image[table]
-        offset = address - start_address
-        if set_values is None:
-            registers[offset : offset + count] = image[offset : offset + count]
+        if table in BIT_TABLES:
+            if table not in self.image.bits:
+                return ExcCodes.ILLEGAL_ADDRESS
+            if set_values is not None:
+                refused = self._write(table, address, [int(bool(v)) for v in set_values])
+                if refused is not None:
+                    return refused
+            packed = SimUtils.bitsToRegisters(self.image.bits[table])
+            registers[: len(packed)] = packed
             return None
-        return self._write(table, address, [int(v) for v in set_values], start, image)
-
-    def _write(self, table: str, address: int, words: list[int], start: int, image: list[int]) -> ExcCodes | None:
-        """Accept a write only if it covers writable points exactly, like a strict device."""
-        end = address + len(words)
-        covered = [p for p in self.points if p.table == table and address <= p.address < end]
-        if not covered or any(not p.writable or p.address + p.codec.count > end for p in covered):
+        if table is None or table not in self.image.words:
             return ExcCodes.ILLEGAL_ADDRESS
-        if sum(p.codec.count for p in covered) != len(words):
-            return ExcCodes.ILLEGAL_ADDRESS
-        image[address - start : end - start] = words
-        for point in covered:
-            offset = point.address - start
-            value = point.codec.decode(image[offset : offset + point.codec.count])
-            self.model.write(point.name, value)
-            self.shown[point.name] = value
-            log.info("simulated device written", device=self.device.id, point=point.name, value=value)
+        start, words = self.image.words[table]
+        if set_values is not None:
+            refused = self._write(table, address, [int(v) for v in set_values])
+            if refused is not None:
+                return refused
+        offset = address - start_address
+        registers[offset : offset + count] = words[offset : offset + count]
         return None
 
-
-def _encode_clamped(codec: Codec, value: float) -> list[int]:
-    """Registers for `value`, pinned to the type's range rather than failing the tick."""
-    try:
-        return codec.encode(value)
-    except ValueError:
-        low, high = codec.raw_range
-        raw = high if (value - codec.offset) / codec.scale > 0 else low
-        return codec.encode(raw * codec.scale + codec.offset)
+    def _write(self, table: str, address: int, data: list[int]) -> ExcCodes | None:
+        """Accept a write only if it covers writable points exactly, like a strict device."""
+        covered = self.image.covering(table, address, len(data))
+        end = address + len(data)
+        spanned = {a for p in covered for a in range(p.address, p.end)}
+        if (
+            not covered
+            or any(not p.writable or p.address < address or p.end > end for p in covered)
+            or spanned != set(range(address, end))
+        ):
+            return ExcCodes.ILLEGAL_ADDRESS
+        if table in BIT_TABLES:
+            self.image.bits[table][address:end] = [bool(v) for v in data]
+        else:
+            start, words = self.image.words[table]
+            words[address - start : end - start] = data
+        for point in covered:
+            value = self.image.read(point)
+            self.model.write(point.name, int(value) if isinstance(value, bool) else value)
+            log.info("simulated device written", device=self.device.id, point=point.name, value=value)
+        self.refresh()
+        return None
 
 
 class SimulatedSite:
@@ -169,7 +160,8 @@ class SimulatedSite:
 
     `speed` is simulated seconds per real second (60: a simulated hour per minute), so
     a demo shows the day's demand curve; `tick` is how often registers are refreshed.
-    `host` overrides each device's address to listen on (e.g. "0.0.0.0").
+    `host` overrides each device's address to listen on (e.g. "0.0.0.0"); `start` is the
+    simulated clock's first moment (epoch seconds; default now), e.g. a morning rush.
     """
 
     def __init__(
@@ -180,10 +172,11 @@ class SimulatedSite:
         tick: float = 0.5,
         speed: float = 60.0,
         host: str | None = None,
+        start: float | None = None,
     ) -> None:
         self.config = config
         self.tick = tick
-        self.clock = SimClock(time.time(), speed, config.site.timezone)
+        self.clock = SimClock(time.time() if start is None else start, speed, config.site.timezone)
         self.devices: dict[str, SimulatedDevice] = {}
         for device in config.devices:
             if not device.enabled:
@@ -227,36 +220,47 @@ class SimulatedSite:
     def advance(self, real_seconds: float) -> None:
         """Move the simulation on by `real_seconds` of wall-clock time, now (ticks call this too)."""
         dt = self.clock.advance(real_seconds)
-        hour = self.clock.hour
+        now = self.clock.time
         for sim in self.devices.values():
-            sim.model.step(dt, hour)
+            sim.model.step(dt, now)
             sim.refresh()
 
     def value(self, device_id: str, point: str) -> Any:
-        """The engineering value `point` holds now, as its registers encode it."""
+        """The value `point` holds now, as the gateway decodes its registers or bit."""
         return self._device(device_id).shown[point]
+
+    def faults(self, device_id: str) -> tuple[str, ...]:
+        """The scenarios `device_id` can play: its equipment's own, then the server's."""
+        return (*self._device(device_id).model.faults, *COMM_FAULTS)
 
     async def set_fault(self, device_id: str, kind: str) -> None:
         """Play a fault until `clear`.
 
-        pump_trip: the pump stops with a fault code. stop_answering: the server closes
-        and refuses connections. silent: connections are accepted but nothing answers.
-        exception: every request is answered with a Modbus exception.
+        Equipment faults (pump_trip, low_pressure, elevator_stuck, fire_alarm, sump_high,
+        door_forced) change what the device reads; see docs/profiles.md. Communication
+        faults: stop_answering closes the server and refuses connections; silent (and
+        meter_silent, for meters) accepts connections but answers nothing; exception
+        answers every request with a Modbus exception.
         """
         sim = self._device(device_id)
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}; expected one of {', '.join(FAULTS)}")
-        if kind == "pump_trip":
+        if kind not in self.faults(device_id):
+            raise ValueError(
+                f"{device_id} ({sim.profile.id}) cannot play {kind!r}; it can play "
+                + ", ".join(self.faults(device_id))
+            )
+        if kind == "stop_answering":
+            await sim.stop()
+        elif kind in ("silent", "meter_silent", "exception"):
+            sim.play("exception" if kind == "exception" else "silent")
+        else:
             sim.model.set_fault(kind)
             sim.refresh()
-        elif kind == "stop_answering":
-            await sim.stop()
-        else:
-            sim.play(kind)
         log.info("fault set", device=device_id, fault=kind)
 
     async def clear(self, device_id: str) -> None:
-        """End every fault of a device: the pump resets, the server answers again."""
+        """End every fault of a device: the equipment recovers, the server answers again."""
         sim = self._device(device_id)
         sim.model.clear()
         sim.refresh()
