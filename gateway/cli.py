@@ -135,19 +135,32 @@ def cmd_points(args: argparse.Namespace) -> int:
         profile = config.profiles[device.profile]
         for name, point in profile.points.items():
             rows.append((
-                device.id, name, point.name, point.table, point.address, point.type,
-                point.order or profile.order, _fmt_scale(point.scale, point.offset), point.unit,
+                device.id, name, point.name, _where(point), _kind(point, profile),
+                _fmt_scale(point.scale, point.offset), point.unit,
                 "rw" if point.writable else "r",
             ))
+    headers = ("device", "point", "name", "where", "type", "scale", "unit", "access")
     if args.json:
-        keys = ("device", "point", "name", "table", "address", "type", "order", "scale",
-                "unit", "access")
-        print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], ensure_ascii=False))
+        print(json.dumps([dict(zip(headers, r, strict=True)) for r in rows], ensure_ascii=False))
     else:
-        print(format_table(
-            ("device", "point", "name", "table", "address", "type", "order", "scale", "unit",
-             "access"), rows))
+        print(format_table(headers, rows))
     return 0
+
+
+def _where(point) -> str:
+    """Where a point lives on its device: a register (and bit) or a BACnet object property."""
+    if hasattr(point, "object"):
+        prop = "" if point.property == "present-value" else f" {point.property}"
+        return f"{point.object}{prop}" + (" (cov)" if point.cov else "")
+    bit = f".{point.bit}" if point.bit is not None else ""
+    return f"{point.table} {point.address}{bit}"
+
+
+def _kind(point, profile) -> str:
+    if hasattr(point, "object"):
+        return "enum" if point.enum else "bacnet"
+    order = point.order or profile.order
+    return point.type if point.type in ("bool", "int16", "uint16", "bcd16") else f"{point.type} {order}"
 
 
 def _count(n: int, noun: str) -> str:

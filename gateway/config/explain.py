@@ -16,7 +16,7 @@ import types
 from datetime import date
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from gateway.config.errors import ConfigIssue, KeyPath
 from gateway.config.models import ID_PATTERN, Device, Profile, Secret, SiteConfig
@@ -226,7 +226,14 @@ def _step(annotation: Any, step: Any) -> tuple[Any, type[BaseModel] | None]:
 
 
 def _member(annotation: Any, tag: Any) -> Any:
-    """The union member a discriminator tag selects (by its `type` literal)."""
+    """The union member a discriminator tag selects (its Tag(), or its `type` literal)."""
+    union = _unwrap(annotation)
+    if get_origin(union) in (Union, types.UnionType):
+        for member in get_args(union):
+            if get_origin(member) is Annotated and any(
+                isinstance(meta, Tag) and meta.tag == tag for meta in get_args(member)[1:]
+            ):
+                return _unwrap(member)
     for member in _members(annotation):
         field = member.model_fields.get("type") if _is_model(member) else None
         if field is not None and tag in _literal_values(field.annotation):

@@ -275,6 +275,16 @@ class _SiteLoader:
         except ValidationError as exc:
             self.issues.extend(explain(exc, Device, document, entry, prefix=prefix))
             return
+        profile = self.profiles.get(device.profile)
+        protocol = "bacnet" if device.connection.type == "bacnet_ip" else "modbus"
+        if profile is not None and profile.protocol != protocol:
+            self.issues.at(
+                document, (*prefix, "connection", "type"),
+                f"{device.connection.type} cannot read profile '{profile.id}', a "
+                f"{profile.protocol} profile; use a {profile.protocol} connection or a "
+                f"{protocol} profile",
+            )
+            return
         self.devices.append(device.model_copy(update={"source": str(document.path)}))
 
     # --- sinks and secrets --------------------------------------------------------

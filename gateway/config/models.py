@@ -313,6 +313,86 @@ class ModbusPoint(Model):
         return self
 
 
+# BACnet object types as bacpypes3 names them (ASHRAE 135); the ones building automation uses.
+BACNET_OBJECT_TYPES = (
+    "accumulator", "analog-input", "analog-output", "analog-value", "averaging",
+    "binary-input", "binary-lighting-output", "binary-output", "binary-value", "calendar",
+    "characterstring-value", "command", "date-value", "datetime-value", "device",
+    "event-enrollment", "file", "integer-value", "large-analog-value", "life-safety-point",
+    "life-safety-zone", "lighting-output", "load-control", "loop", "multi-state-input",
+    "multi-state-output", "multi-state-value", "notification-class", "positive-integer-value",
+    "program", "pulse-converter", "schedule", "staging", "structured-view", "trend-log",
+)
+BACNET_COMMANDABLE = ("analog-output", "binary-output", "multi-state-output", "analog-value",
+                      "binary-value", "multi-state-value", "lighting-output",
+                      "binary-lighting-output", "integer-value", "large-analog-value",
+                      "positive-integer-value", "characterstring-value")
+MAX_BACNET_INSTANCE = 4194302
+
+
+def parse_object_id(value: str) -> tuple[str, int]:
+    """('analog-input', 1) from 'analog-input,1' (bacpypes3's form) or 'analog-input:1'."""
+    text = value.strip()
+    for separator in (",", ":"):
+        if separator in text:
+            kind, _, number = text.partition(separator)
+            break
+    else:
+        raise ValueError(f"{value!r} is not an object id; write type,instance, e.g. analog-input,1")
+    kind = kind.strip()
+    if kind not in BACNET_OBJECT_TYPES:
+        from difflib import get_close_matches
+
+        close = get_close_matches(kind, BACNET_OBJECT_TYPES, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; expected one of {', '.join(BACNET_OBJECT_TYPES)}"
+        raise ValueError(f"{kind!r} is not a BACnet object type{hint}")
+    if not number.strip().isdigit() or not 0 <= int(number) <= MAX_BACNET_INSTANCE:
+        raise ValueError(f"{number.strip()!r} is not an object instance (0-{MAX_BACNET_INSTANCE})")
+    return kind, int(number)
+
+
+class BacnetPoint(Model):
+    """One property of one BACnet object; present-value unless said otherwise."""
+
+    object: str  # analog-input,1
+    property: str = "present-value"
+    array_index: int | None = Field(default=None, ge=0)
+    cov: bool = False  # subscribe to changes instead of polling (falls back to polling)
+    cov_increment: float | None = Field(default=None, gt=0)
+    writable: bool = False
+    priority: int = Field(default=8, ge=1, le=16)  # BACnet command priority for writes
+    scale: float = 1.0
+    offset: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    enum: dict[int, str] | None = None  # multi-state values -> text (state texts)
+    unit: str | None = None
+    name: str | None = None
+    description: str | None = None
+    poll_group: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _valid_object(self) -> BacnetPoint:
+        kind, _ = parse_object_id(self.object)
+        if self.writable and self.property == "present-value" and kind not in BACNET_COMMANDABLE:
+            raise ValueError(f"{kind} present-value is not writable; inputs are read-only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min: is above max:")
+        return self
+
+
+def _point_protocol(value: Any) -> str:
+    if isinstance(value, dict):
+        return "bacnet" if "object" in value else "modbus"
+    return "bacnet" if isinstance(value, BacnetPoint) else "modbus"
+
+
+Point = Annotated[
+    Annotated[ModbusPoint, Tag("modbus")] | Annotated[BacnetPoint, Tag("bacnet")],
+    Discriminator(_point_protocol),
+]
+
+
 class AvoidRange(Model):
     """Registers never to read (a gap in the device's map that it answers with an exception)."""
 
@@ -337,16 +417,28 @@ class Profile(Model):
     id: Identifier
     name: str
     system: str  # e.g. water_supply, power, elevator, hvac, drainage, fire, access, lighting
-    protocol: Literal["modbus"] = "modbus"
+    protocol: Literal["modbus", "bacnet"] = "modbus"
     vendor: str | None = None
     model: str | None = None
     description: str | None = None
     order: ByteOrder = "ABCD"
     addressing: Addressing = "zero_based"
     limits: ReadLimits = ReadLimits()
-    points: dict[Identifier, ModbusPoint]
+    points: dict[Identifier, Point]
     rules: list[dict[str, Any]] = []  # compiled by the rules issue; kept as written until then
     source: str | None = Field(default=None, exclude=True)  # file it came from
+
+    @model_validator(mode="after")
+    def _points_match_protocol(self) -> Profile:
+        wanted = BacnetPoint if self.protocol == "bacnet" else ModbusPoint
+        strays = [name for name, point in self.points.items() if not isinstance(point, wanted)]
+        if strays:
+            how = "object: (a BACnet object id)" if self.protocol == "bacnet" else "address:"
+            raise ValueError(
+                f"a {self.protocol} profile's points are written with {how}; "
+                f"these are not: {', '.join(strays)}"
+            )
+        return self
 
     @classmethod
     def from_data(cls, data: Any) -> Profile:
@@ -392,6 +484,20 @@ class ModbusRtuOverTcpConnection(Model):
     pause: Pause = 0.0
 
 
+class BacnetConnection(Model):
+    """A BACnet/IP device: where it answers and its device instance."""
+
+    type: Literal["bacnet_ip"]
+    address: str  # 192.168.1.20, 192.168.1.20:47808, or network:mac for a routed device (5:12)
+    device_instance: int = Field(ge=0, le=MAX_BACNET_INSTANCE)
+    timeout: Timeout = 3.0
+    cov_lifetime: Duration = 300.0  # seconds a COV subscription lasts before it is renewed
+    cov_confirmed: bool = False
+    max_apdu: int | None = Field(default=None, ge=50, le=1476)  # None: what the device says
+    segmentation: bool | None = None  # None: what the device says
+    rpm: bool | None = None  # ReadPropertyMultiple; None: try it, fall back if refused
+
+
 def _connection_type(value: Any) -> str:
     if isinstance(value, dict):
         return value.get("type", "modbus_tcp")
@@ -401,7 +507,8 @@ def _connection_type(value: Any) -> str:
 Connection = Annotated[
     Annotated[ModbusTcpConnection, Tag("modbus_tcp")]
     | Annotated[ModbusRtuConnection, Tag("modbus_rtu")]
-    | Annotated[ModbusRtuOverTcpConnection, Tag("modbus_rtu_over_tcp")],
+    | Annotated[ModbusRtuOverTcpConnection, Tag("modbus_rtu_over_tcp")]
+    | Annotated[BacnetConnection, Tag("bacnet_ip")],
     Discriminator(_connection_type),
 ]
 
@@ -431,6 +538,24 @@ class Device(Model):
     source: str | None = Field(default=None, exclude=True)
 
 
+class ForeignDeviceRegistration(Model):
+    """Register with a BBMD to reach BACnet devices on other subnets."""
+
+    address: str  # the BBMD, host[:port]
+    ttl: Duration = 300.0
+
+
+class BacnetLocal(Model):
+    """The gateway's own BACnet/IP presence."""
+
+    address: str = "0.0.0.0:47808"  # local address[/prefix][:port]; the port devices answer to
+    device_instance: int = Field(default=4194300, ge=0, le=MAX_BACNET_INSTANCE)
+    device_name: str | None = None
+    vendor_id: int = Field(default=999, ge=0, le=65535)
+    max_apdu: int = Field(default=1476, ge=50, le=1476)
+    foreign_device: ForeignDeviceRegistration | None = None
+
+
 class SiteConfig(Model):
     """The whole site: site.yaml with its included profiles and devices resolved."""
 
@@ -440,6 +565,7 @@ class SiteConfig(Model):
     logging: LoggingConfig = LoggingConfig()
     sinks: list[SinkConfig] = []
     upstream: MqttSinkConfig | None = None
+    bacnet: BacnetLocal = BacnetLocal()
     include: Include = Include()
     profiles: dict[str, Profile] = Field(default_factory=dict, exclude=True)
     devices: list[Device] = Field(default_factory=list, exclude=True)
