@@ -1,30 +1,87 @@
-"""Which driver serves a device: chosen by the type of its connection."""
+"""Which driver serves a device, chosen by the type of its connection; buses shared by endpoint.
+
+Devices on one serial port or behind one TCP endpoint must share one bus scheduler, or
+they would talk over each other on the line. `DriverSet` hands every driver it creates
+the bus of its endpoint and closes those buses at stop; `create_driver` makes a
+stand-alone driver with a bus of its own, for tools and tests that read one device.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from drivers.base import Driver
 from gateway.config.models import Device, Profile
 
+if TYPE_CHECKING:
+    from drivers.modbus.bus import Bus
 
-def _modbus_tcp(device: Device, profile: Profile) -> Driver:
-    from drivers.modbus.driver import ModbusTcpDriver
-
-    return ModbusTcpDriver(device, profile)
+MODBUS_TYPES = ("modbus_tcp", "modbus_rtu", "modbus_rtu_over_tcp")
 
 
-# connection type -> factory; imports stay lazy so one protocol's library never loads another's
+class DriverSet:
+    """Creates the drivers of a site and owns the buses they share."""
+
+    def __init__(self) -> None:
+        self._buses: dict[str, tuple[Bus, Device]] = {}  # bus key -> bus, first device on it
+
+    def create(self, device: Device, profile: Profile) -> Driver:
+        """The driver for `device`; ValueError for a connection no driver serves, or one
+        that contradicts another device on the same serial port."""
+        _check(device, profile)
+        if device.connection.type in MODBUS_TYPES:
+            return self._modbus(device, profile)
+        return _FACTORIES[device.connection.type](device, profile)
+
+    @property
+    def buses(self) -> tuple[Bus, ...]:
+        return tuple(bus for bus, _device in self._buses.values())
+
+    async def close(self) -> None:
+        """Close every shared bus: cancel queued requests, close connections and ports."""
+        buses, self._buses = self.buses, {}
+        for bus in buses:
+            await bus.close()
+
+    def _modbus(self, device: Device, profile: Profile) -> Driver:
+        # imports stay lazy so one protocol's library never loads another's
+        from drivers.modbus.driver import ModbusDriver
+        from drivers.modbus.transport import bus_key, check_same_line, open_bus
+
+        key = bus_key(device.connection)
+        shared = self._buses.get(key)
+        if shared is None:
+            bus = open_bus(device.connection)
+            self._buses[key] = (bus, device)
+        else:
+            bus, first = shared
+            check_same_line(first.connection, device.connection, (first.id, device.id))
+        return ModbusDriver(device, profile, bus)
+
+
+def _modbus_alone(device: Device, profile: Profile) -> Driver:
+    from drivers.modbus.driver import ModbusDriver
+
+    return ModbusDriver(device, profile)
+
+
+# connection type -> stand-alone factory
 _FACTORIES: dict[str, Callable[[Device, Profile], Driver]] = {
-    "modbus_tcp": _modbus_tcp,
+    kind: _modbus_alone for kind in MODBUS_TYPES
 }
 
 
 def create_driver(device: Device, profile: Profile) -> Driver:
-    """The driver for `device`; raise ValueError for a connection type no driver serves."""
+    """A stand-alone driver for `device` (its own connection); ValueError for a
+    connection type no driver serves. Its `stop()` closes its connection."""
+    _check(device, profile)
+    return _FACTORIES[device.connection.type](device, profile)
+
+
+def _check(device: Device, profile: Profile) -> None:
     kind = device.connection.type
-    factory = _FACTORIES.get(kind)
-    if factory is None:
+    if kind not in _FACTORIES:
         raise ValueError(
             f"device {device.id}: no driver for connection type {kind!r}; "
             f"known types: {', '.join(sorted(_FACTORIES))}"
@@ -34,4 +91,3 @@ def create_driver(device: Device, profile: Profile) -> Driver:
             f"device {device.id}: profile {profile.id} is a {profile.protocol} map, "
             f"but the connection is {kind}"
         )
-    return factory(device, profile)

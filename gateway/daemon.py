@@ -9,14 +9,14 @@ from pathlib import Path
 import structlog
 
 from drivers.base import Driver
-from drivers.registry import create_driver
+from drivers.registry import DriverSet
 from gateway import __version__
 from gateway.catalog import Catalog
 from gateway.config.models import SiteConfig
 from gateway.health import DeviceHealth
 from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline
-from gateway.poller import poll_forever
+from gateway.poller import poll_forever, poll_specs, report_status_forever
 from gateway.sinks.factory import build_sinks
 from gateway.sinks.runner import SinkRunner
 
@@ -38,6 +38,7 @@ class Gateway:
         )
         self.pipeline = Pipeline(self.outbox)
         self.health: dict[str, DeviceHealth] = {}
+        self.driver_set = DriverSet()  # owns the buses devices share
         self.drivers: list[Driver] = []
         self.runners: list[SinkRunner] = []
         self._poll_tasks: list[asyncio.Task[None]] = []
@@ -52,13 +53,17 @@ class Gateway:
         for device in self.config.devices:
             if not device.enabled:
                 continue
-            driver = create_driver(device, self.config.profiles[device.profile])
+            driver = self.driver_set.create(device, self.config.profiles[device.profile])
             await driver.start(self.pipeline.emit_batch)
             self.drivers.append(driver)
-            health = self.health[device.id] = DeviceHealth(device.id)
-            timeout = max(device.poll_interval, 2 * device.connection.timeout)
-            task = poll_forever(driver, device.poll_interval, self.pipeline, health, timeout)
-            self._poll_tasks.append(asyncio.create_task(task, name=f"poll:{device.id}"))
+            health = self.health[device.id] = DeviceHealth(device.id, device.offline_after)
+            # one timer per poll group; the first probes the device while it is offline
+            for number, spec in enumerate(poll_specs(driver)):
+                task = poll_forever(driver, self.pipeline, health, spec, probe=number == 0)
+                name = f"poll:{device.id}:{spec.group}"
+                self._poll_tasks.append(asyncio.create_task(task, name=name))
+            status = report_status_forever(driver, self.pipeline, health)
+            self._poll_tasks.append(asyncio.create_task(status, name=f"status:{device.id}"))
         log.info(
             "gateway started",
             version=__version__, site=self.config.site.id, devices=len(self.drivers),
@@ -74,6 +79,7 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._poll_tasks, return_exceptions=True)
         await _bounded(asyncio.gather(*(d.stop() for d in self.drivers), return_exceptions=True), 1.0)
+        await _bounded(self.driver_set.close(), 1.0)
         await self.outbox.flush()
         await _bounded(asyncio.gather(*(r.drain(drain_timeout) for r in self.runners)), drain_timeout)
         for runner in self.runners:

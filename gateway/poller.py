@@ -1,9 +1,17 @@
-"""Polls one device on its own fixed-rate timer, so a slow or dead device delays only itself."""
+"""Polls each (device, poll group) on its own fixed-rate timer, backing off a dead device.
+
+A slow group never holds up a fast one, and a slow or dead device delays only itself:
+once it is offline its polls space out exponentially (doubling up to a minute), so on a
+shared bus it costs its neighbours at most one timeout per backoff period. A device with
+several poll groups probes with its first group only while offline; the others report
+comm_failure on their own schedule without touching the bus until the probe succeeds.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import structlog
 
@@ -14,16 +22,60 @@ from gateway.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
 
+DEFAULT_GROUP = "default"
+MAX_BACKOFF = 60.0  # seconds: the longest an offline device goes unprobed
+STATUS_EVERY = 60.0  # seconds between periodic device_status events
+READ_GUARD = 30.0  # a read that takes longer than this (or 2 intervals) is a driver bug
+
+
+@dataclass(frozen=True, slots=True)
+class PollSpec:
+    """One timer: a device's poll group, its interval and the points its batches hold."""
+
+    group: str
+    interval: float
+    points: tuple[str, ...]
+
+
+def poll_specs(driver: Driver) -> list[PollSpec]:
+    """The timers a driver needs: one per poll group it exposes, or one for the device.
+
+    Drivers with poll groups expose `poll_groups` (name -> interval and points) and take
+    the group in `read(group)`; others are read whole every `poll_interval`.
+    """
+    groups = getattr(driver, "poll_groups", None)
+    if groups:
+        return [PollSpec(name, g.interval, tuple(g.points)) for name, g in groups.items()]
+    return [PollSpec(DEFAULT_GROUP, driver.device.poll_interval, driver.points)]
+
+
+def backoff_interval(interval: float, failures_while_offline: int) -> float:
+    """The wait before the next poll: the interval, doubled per failure while offline,
+    at most MAX_BACKOFF (never less than the interval itself)."""
+    if failures_while_offline <= 0:
+        return interval
+    return max(interval, min(interval * 2**failures_while_offline, MAX_BACKOFF))
+
 
 async def poll_forever(
-    driver: Driver, interval: float, pipeline: Pipeline, health: DeviceHealth, timeout: float
+    driver: Driver,
+    pipeline: Pipeline,
+    health: DeviceHealth,
+    spec: PollSpec | None = None,
+    *,
+    probe: bool = True,
+    guard: float | None = None,
 ) -> None:
-    """Read the device every `interval` seconds and emit one batch per poll.
+    """Read one poll group every `spec.interval` seconds and emit one batch per poll.
 
     A failed poll emits a batch whose every point carries the failure as its quality,
     never the last value again. Ticks missed while a read overran are skipped, keeping
-    the schedule's phase instead of bursting to catch up.
+    the schedule's phase instead of bursting to catch up. With `probe` False this group
+    does not read while the device is offline (another group probes it).
     """
+    spec = spec or poll_specs(driver)[0]
+    grouped = getattr(driver, "poll_groups", None) is not None
+    guard = guard or max(2 * spec.interval, READ_GUARD)
     loop = asyncio.get_running_loop()
     device = driver.device.id
     next_tick = loop.time()
@@ -31,23 +83,27 @@ async def poll_forever(
         started = loop.time()
         event = None
         try:
-            batch = await asyncio.wait_for(driver.read(), timeout)
+            if not probe and health.online is False:
+                # the probe group finds out when it is back; this poll is a failure too
+                batch = Batch.failed(device, time.time(), spec.points, Quality.COMM_FAILURE)
+            else:
+                read = driver.read(spec.group) if grouped else driver.read()
+                batch = await asyncio.wait_for(read, guard)
+                event = health.good(loop.time() - started)
         except (DriverError, TimeoutError, OSError) as exc:
             quality = getattr(exc, "quality", Quality.COMM_FAILURE)
             error = str(exc) or type(exc).__name__
             if health.consecutive_failures == 0:
-                log.warning("poll failed", device=device, quality=quality, error=error)
-            batch = Batch.failed(device, time.time(), driver.points, quality)
+                log.warning("poll failed", device=device, group=spec.group, quality=quality, error=error)
+            batch = Batch.failed(device, time.time(), spec.points, quality)
             event = health.failed(quality, error)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a driver bug must not stop this device's polling
             if health.consecutive_failures == 0:
-                log.exception("poll raised unexpectedly", device=device)
-            batch = Batch.failed(device, time.time(), driver.points, Quality.COMM_FAILURE)
+                log.exception("poll raised unexpectedly", device=device, group=spec.group)
+            batch = Batch.failed(device, time.time(), spec.points, Quality.COMM_FAILURE)
             event = health.failed("internal_error", repr(exc))
-        else:
-            event = health.good(loop.time() - started)
         pipeline.emit_batch(batch)
         if event is not None:
             pipeline.emit_event(event)
@@ -55,8 +111,20 @@ async def poll_forever(
                 "device online" if health.online else "device offline",
                 device=device, error=None if health.online else health.last_error,
             )
+        interval = backoff_interval(spec.interval, health.failures_while_offline)
         next_tick += interval
         now = loop.time()
         if next_tick <= now:
             next_tick += ((now - next_tick) // interval + 1) * interval
         await asyncio.sleep(next_tick - now)
+
+
+async def report_status_forever(
+    driver: Driver, pipeline: Pipeline, health: DeviceHealth, every: float = STATUS_EVERY
+) -> None:
+    """Emit a device_status event every `every` seconds: poll health plus driver stats."""
+    stats = getattr(driver, "stats", None)
+    while True:
+        await asyncio.sleep(every)
+        extra = {"requests": stats()} if stats is not None else {}
+        pipeline.emit_event(health.status_event(**extra))

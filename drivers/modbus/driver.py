@@ -1,190 +1,281 @@
-"""Modbus TCP: one client per device, one compiled plan, one batch per poll."""
+"""The Modbus driver: a device's read plans run through its bus, one batch per poll group.
+
+Every Modbus device, TCP or RTU, is a unit id on a bus (`bus.py`) that it may share with
+others; the driver only knows its own plans, writes and statistics. A poll's first
+request is its probe: it is not retried, and when it goes unanswered the poll ends there,
+so a dead device costs its bus one timeout per poll. Once a device has answered, later
+requests of the poll and writes get the device's `retries`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.constants import ExcCodes
 
 from drivers.base import Driver, DriverError, Emit
-from drivers.modbus.plan import ReadPlan, Request, compile_plan
+from drivers.modbus.bus import Bus, Read, Reply, Write
+from drivers.modbus.plan import (
+    DEFAULT_GROUP,
+    BitRequest,
+    PointRef,
+    ReadPlan,
+    Request,
+    compile_plans,
+)
+from drivers.modbus.transport import open_bus
 from gateway.batch import Batch, Quality
 from gateway.config.models import Device, Profile
 
 log = structlog.get_logger(__name__)
 
 BAD_REQUEST = "bad_request"
+WRITE_FAILED = "write_failed"
+VERIFY_FAILED = "verify_failed"
 
 
-class ModbusTcpDriver(Driver):
-    """Polls one Modbus TCP device by running its read plan.
+@dataclass(frozen=True, slots=True)
+class PollGroup:
+    """A group of points polled together on its own timer."""
 
-    The client does not reconnect in the background: a poll that finds it disconnected
-    connects once, so a dead device costs one timeout per poll and its poll interval is
-    the back-off. After a timeout the connection is dropped, so a late answer can never
-    be taken for the next request's.
+    interval: float
+    points: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """One device's requests on its bus: how many, how they failed, how long they took."""
+
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # timeout, connection, exception_N ...
+    last_latency: float | None = None  # seconds on the wire, answered requests only
+    mean_latency: float | None = None
+    answered: int = 0
+    last_good_read: float | None = None  # epoch seconds of the last poll the device answered
+
+    def record(self, reply: Reply) -> None:
+        self.requests += 1
+        if reply.failure is not None:
+            kind = reply.failure
+        else:
+            self.answered += 1
+            self.last_latency = reply.latency
+            mean = self.mean_latency or 0.0
+            self.mean_latency = mean + (reply.latency - mean) / self.answered
+            if reply.exception_code is None:
+                return
+            kind = f"exception_{reply.exception_code}"
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": dict(self.errors),
+            "latency_ms": _ms(self.last_latency),
+            "mean_latency_ms": _ms(self.mean_latency),
+            "last_good_read": self.last_good_read,
+        }
+
+
+class ModbusDriver(Driver):
+    """One Modbus device (one unit id) on a bus that other devices may share.
+
+    Without a `bus` the driver opens its own, for tools and tests that read one device;
+    the registry passes shared ones and closes them itself.
     """
 
-    def __init__(self, device: Device, profile: Profile, plan: ReadPlan | None = None) -> None:
+    def __init__(
+        self,
+        device: Device,
+        profile: Profile,
+        bus: Bus | None = None,
+        plans: dict[str, ReadPlan] | None = None,
+    ) -> None:
         super().__init__(device, profile)
-        self.plan = plan if plan is not None else compile_plan(device, profile)
-        self._client: AsyncModbusTcpClient | None = None
-        self._online: bool | None = None  # None until the first poll says which
-        self._failing: set[int] = set()  # requests answering with an exception, for logging once
-        self._connecting = asyncio.Lock()  # a write racing a poll must not open a second socket
-        self._log = log.bind(device=device.id)
+        self.plans = plans if plans is not None else compile_plans(device, profile)
+        self._owns_bus = bus is None
+        self.bus = bus if bus is not None else open_bus(device.connection)
+        self.bus.attach(device.connection.timeout)
+        # every point's place for writes, whichever group reads it
+        self._refs: dict[str, PointRef] = {
+            name: ref for plan in self.plans.values() for name, ref in plan.refs.items()
+        }
+        self._points = tuple(name for name in profile.points if name in self._refs)
+        self._stats = RequestStats()
+        self._answering: bool | None = None  # None until the first poll says which
+        self._refusing: set[tuple[str, int]] = set()  # (group, request) answering with exceptions
+        self._log = log.bind(device=device.id, unit=device.connection.unit, bus=self.bus.name)
 
     @property
     def points(self) -> tuple[str, ...]:
-        return self.plan.points
+        """Every point of the device, in profile order; a group's read returns its own subset."""
+        return self._points
 
-    def _connection(self) -> AsyncModbusTcpClient:
-        if self._client is None:
-            conn = self.device.connection
-            self._client = AsyncModbusTcpClient(
-                conn.host,
-                port=conn.port,
-                timeout=conn.timeout,
-                retries=0,  # the next poll is the retry; a poll must fit its own timeout
-                reconnect_delay=0,  # reconnect on demand in read(), never behind our back
-            )
-        return self._client
+    @property
+    def poll_groups(self) -> dict[str, PollGroup]:
+        """The groups `read()` takes, with their intervals and points (batch order)."""
+        return {name: PollGroup(plan.interval, plan.points) for name, plan in self.plans.items()}
+
+    def stats(self) -> dict[str, Any]:
+        """Request statistics for the CLI and the periodic device status."""
+        return self._stats.snapshot()
 
     async def start(self, emit: Emit) -> None:
-        """Open the connection if the device is there; a device that is down is not an error."""
-        client = self._connection()
-        if await client.connect():
-            self._set_online(True)
+        """Nothing to open: the bus connects on its first request, and a device that is
+        down is a failed poll, not a failed start."""
 
     async def stop(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        if self._owns_bus:
+            await self.bus.close()
 
-    async def _ensure_connected(self) -> AsyncModbusTcpClient:
-        client = self._connection()
-        async with self._connecting:
-            if not client.connected and not await client.connect():
-                conn = self.device.connection
-                error = f"cannot connect to {conn.host}:{conn.port}"
-                self._set_online(False, error)
-                raise DriverError(error, Quality.COMM_FAILURE)
-        return client
-
-    async def read(self) -> Batch:
-        """Run the plan once: one batch, each request's points good or carrying its failure."""
-        client = await self._ensure_connected()
-        plan = self.plan
-        unit = self.device.connection.unit
+    async def read(self, group: str = DEFAULT_GROUP) -> Batch:
+        """Run one poll group's plan: one batch, each request's points good or carrying
+        its failure. Raise DriverError(comm_failure) when the device answers nothing."""
+        plan = self.plans.get(group)
+        if plan is None:
+            raise DriverError(
+                f"{self.device.id} has no poll group {group!r} (it has: {', '.join(self.plans)})",
+                BAD_REQUEST,
+            )
         values: list[Any] = [None] * len(plan.points)
         quality: list[str] | None = None
-        answered = 0
-        comm_error: Exception | None = None
-        for number, request in enumerate(plan.requests):
-            if comm_error is not None:  # the device stopped answering: don't spend more timeouts
-                quality = _mark(quality, values, request, Quality.COMM_FAILURE)
-                continue
-            read = (
-                client.read_holding_registers
-                if request.table == "holding"
-                else client.read_input_registers
-            )
-            try:
-                response = await read(request.start, count=request.count, device_id=unit)
-            except asyncio.CancelledError:
-                client.close()  # cancelled mid-request: its answer must not meet the next request
-                raise
-            except (ModbusException, OSError, TimeoutError) as exc:
-                comm_error = exc
-                client.close()  # resynchronise: the next poll starts on a fresh connection
-                quality = _mark(quality, values, request, Quality.COMM_FAILURE)
-                continue
-            answered += 1
-            if response.isError():
+        requests = plan.requests
+        for number, request in enumerate(requests):
+            op = Read(request.table, request.start, request.count)
+            reply = await self._submit(op, group, retries=0 if number == 0 else None)
+            if reply.failure is not None:
+                if number == 0:
+                    self._set_answering(False, reply.error)
+                    raise DriverError(f"no answer: {reply.error}", Quality.COMM_FAILURE)
+                # it stopped answering mid-poll: the rest would only cost more timeouts
+                for skipped in requests[number:]:
+                    quality = _mark(quality, values, skipped, Quality.COMM_FAILURE)
+                break
+            if reply.exception_code is not None:
                 quality = _mark(quality, values, request, Quality.DEVICE_EXCEPTION)
-                self._request_failed(number, request, response.exception_code)
+                self._request_refused(group, number, request, reply.exception_code)
                 continue
-            if number in self._failing:
-                self._failing.discard(number)
+            if (group, number) in self._refusing:
+                self._refusing.discard((group, number))
                 self._log.info("request answers again", request=_name(request))
-            registers = response.registers
-            if len(registers) != request.count:
+            data = reply.data or []
+            if len(data) != request.count:
                 quality = _mark(quality, values, request, Quality.DECODE_ERROR)
                 continue
-            failed = request.decode_into(registers, values)
-            if failed:
+            problems = request.decode_into(data, values)
+            if problems:
                 quality = quality or [Quality.GOOD] * len(values)
-                for index in failed:
-                    quality[index] = Quality.DECODE_ERROR
-        if answered == 0 and comm_error is not None:
-            self._set_online(False, str(comm_error))
-            raise DriverError(f"no answer: {comm_error}", Quality.COMM_FAILURE)
-        self._set_online(True)
-        return Batch(self.device.id, time.time(), plan.points, values, quality)
+                for index, what in problems.items():
+                    quality[index] = what
+        self._set_answering(True)
+        now = time.time()
+        self._stats.last_good_read = now
+        return Batch(self.device.id, now, plan.points, values, quality)
 
     async def write(self, point: str, value: Any) -> None:
-        """Write one writable holding point; the value is encoded with the point's own codec."""
-        ref = self.plan.refs.get(point)
+        """Write one writable point ahead of every poll on the bus, then read it back.
+
+        The value is range-checked and encoded by the point's own codec; nothing is sent
+        for a value it refuses. Raises DriverError: bad_request (no such point, read-only,
+        value refused), write_failed (the device answered with an exception),
+        comm_failure (no answer; the write may or may not have landed), verify_failed
+        (the read-back differs or could not be made).
+        """
+        ref = self._refs.get(point)
         if ref is None:
             raise DriverError(f"{self.device.id} has no point {point!r}", BAD_REQUEST)
-        if not ref.writable or ref.table != "holding":
-            raise DriverError(f"point {point} of {self.device.id} is not writable", BAD_REQUEST)
+        if not ref.writable:
+            raise DriverError(
+                f"point {point} of {self.device.id} is not writable "
+                f"(profile {self.profile.id} does not mark it writable: true)",
+                BAD_REQUEST,
+            )
         try:
             words = ref.codec.encode(value)
-        except ValueError as exc:
-            raise DriverError(f"cannot write {point}: {exc}", BAD_REQUEST) from exc
-        client = await self._ensure_connected()
-        unit = self.device.connection.unit
-        try:
-            if len(words) == 1:
-                response = await client.write_register(ref.address, words[0], device_id=unit)
-            else:
-                response = await client.write_registers(ref.address, words, device_id=unit)
-        except (ModbusException, OSError, TimeoutError) as exc:
-            client.close()
-            raise DriverError(f"writing {point}: {exc}", Quality.COMM_FAILURE) from exc
-        if response.isError():
+        except (ValueError, TypeError) as exc:
+            raise DriverError(f"cannot write {value!r} to {point} of {self.device.id}: {exc}", BAD_REQUEST) from exc
+        written = await self._submit(Write(ref.table, ref.address, tuple(words)), "write", priority=True)
+        if written.failure is not None:
+            raise DriverError(f"writing {point} of {self.device.id}: {written.error}", Quality.COMM_FAILURE)
+        if written.exception_code is not None:
             raise DriverError(
                 f"{self.device.id} refused the write of {point}: "
-                f"Modbus exception {response.exception_code}",
-                Quality.DEVICE_EXCEPTION,
+                f"Modbus exception {_exception_name(written.exception_code)}",
+                WRITE_FAILED,
+            )
+        check = await self._submit(Read(ref.table, ref.address, ref.codec.count), "write", priority=True)
+        if not check.ok:
+            why = check.error or f"Modbus exception {_exception_name(check.exception_code or 0)}"
+            raise DriverError(f"{point} of {self.device.id} was written but not read back: {why}", VERIFY_FAILED)
+        back = [bool(b) for b in check.data] if ref.table == "coil" else list(check.data or [])
+        if back != list(words):
+            raise DriverError(
+                f"{point} of {self.device.id} reads back {ref.codec.decode(back)!r} "
+                f"after writing {value!r}",
+                VERIFY_FAILED,
             )
         self._log.info("point written", point=point, value=value, registers=words)
 
-    def _set_online(self, online: bool, error: str | None = None) -> None:
-        """Log connection state changes only, never every failed poll."""
-        if online == self._online:
-            return
+    async def _submit(
+        self, op: Read | Write, lane: str, *, retries: int | None = None, priority: bool = False
+    ) -> Reply:
         conn = self.device.connection
-        if online:
-            self._log.info("modbus device connected", host=conn.host, port=conn.port)
-        else:
-            self._log.warning(
-                "modbus device not answering", host=conn.host, port=conn.port, error=error
-            )
-        self._online = online
+        reply = await self.bus.submit(
+            conn.unit, op, timeout=conn.timeout, pause=conn.pause,
+            retries=self.device.retries if retries is None else retries,
+            lane=lane, priority=priority,
+        )
+        self._stats.record(reply)
+        return reply
 
-    def _request_failed(self, number: int, request: Request, code: int) -> None:
-        if number not in self._failing:
-            self._failing.add(number)
-            names = [self.plan.points[i] for i, _offset, _codec in request.reads]
+    def _set_answering(self, answering: bool, error: str | None = None) -> None:
+        """Log the device's state changes only, never every failed poll."""
+        if answering == self._answering:
+            return
+        if answering:
+            self._log.info("modbus device answering")
+        else:
+            self._log.warning("modbus device not answering", error=error)
+        self._answering = answering
+
+    def _request_refused(self, group: str, number: int, request: Request | BitRequest, code: int) -> None:
+        if (group, number) not in self._refusing:
+            self._refusing.add((group, number))
+            names = [self.plans[group].points[i] for i, _offset, _codec in request.reads]
             self._log.warning(
                 "request answered with a Modbus exception",
                 request=_name(request), exception_code=code, points=names,
             )
 
 
-def _mark(quality: list[str] | None, values: list[Any], request: Request, what: str) -> list[str]:
+ModbusTcpDriver = ModbusDriver  # the name the TCP-only driver had
+
+
+def _mark(
+    quality: list[str] | None, values: list[Any], request: Request | BitRequest, what: str
+) -> list[str]:
     """Give every point of `request` the quality `what` (its value stays None)."""
     if quality is None:
         quality = [Quality.GOOD] * len(values)
     for index, _offset, _codec in request.reads:
         quality[index] = what
+        values[index] = None
     return quality
 
 
-def _name(request: Request) -> str:
+def _name(request: Request | BitRequest) -> str:
     return f"{request.table} {request.start}+{request.count}"
+
+
+def _exception_name(code: int) -> str:
+    try:
+        return f"{code} ({ExcCodes(code).name.lower()})"
+    except ValueError:
+        return str(code)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)

@@ -16,7 +16,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.base import DriverError
 from drivers.modbus.driver import ModbusTcpDriver
-from drivers.registry import create_driver
+from drivers.registry import DriverSet, create_driver
 from gateway.batch import Quality
 from gateway.config.models import (
     Device,
@@ -227,6 +227,34 @@ async def test_a_bad_write_is_refused_and_nothing_is_written(driver, static_devi
         await driver.write(point, value)
     assert refusal.value.quality == "bad_request"
     assert await static_device.holding(0, 21) == PUMP_REGISTERS
+
+
+async def test_a_write_the_device_refuses_is_write_failed_with_its_exception(static_device):
+    profile = make_profile("odd", {"frequency": {"address": 0}, "ghost": {"address": 500, "writable": True}})
+    driver = create_driver(make_device("pump", "odd", static_device.port), profile)
+    with pytest.raises(DriverError) as failure:
+        await driver.write("ghost", 1)
+    assert failure.value.quality == "write_failed"
+    assert "Modbus exception 2 (illegal_address)" in str(failure.value)
+    await driver.stop()
+
+
+async def test_units_behind_one_endpoint_share_its_bus_and_keep_their_own_stats(static_device):
+    drivers = DriverSet()
+    pump = drivers.create(make_device("pump", "mixed", static_device.port, unit=1), MIXED)
+    other = drivers.create(make_device("other", "booster_pump", static_device.port, unit=2), BOOSTER_PUMP)
+    try:
+        assert pump.bus is other.bus
+        await pump.read()
+        batch = await other.read()  # the server has no unit 2 and answers with an exception
+        assert set(batch.quality) == {Quality.DEVICE_EXCEPTION}
+        stats = pump.stats()
+        assert stats["requests"] == len(pump.plans["default"].requests)
+        assert stats["errors"] == {"exception_2": 1}  # the request for register 500
+        assert stats["latency_ms"] is not None and stats["last_good_read"] is not None
+        assert all(kind.startswith("exception_") for kind in other.stats()["errors"])
+    finally:
+        await drivers.close()
 
 
 async def test_an_unknown_connection_type_is_a_clear_error():
