@@ -197,6 +197,44 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.daemon import STATUS_FILE
+
+    config = load_or_exit(args.config)
+    path = (Path(args.data_dir) if args.data_dir else config.data_dir) / STATUS_FILE
+    if not path.exists():
+        print(f"no status at {path}; is the gateway running with this data dir?", file=sys.stderr)
+        return 1
+    status = json.loads(path.read_text(encoding="utf-8"))
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False))
+        return 0
+    age = time.time() - status["ts"]
+    stale = "" if age < 30 else f"  (written {age:.0f} s ago: the gateway may have stopped)"
+    print(f"site {status['site']}, gateway pid {status['pid']}{stale}")
+    rows = []
+    for device, d in sorted(status["devices"].items()):
+        req = d.get("requests") or {}
+        errors = ", ".join(f"{k} {v}" for k, v in sorted((req.get("errors") or {}).items()))
+        last_good = f"{time.time() - d['last_good']:.0f}s ago" if d.get("last_good") else "never"
+        online = {True: "online", False: "OFFLINE", None: "starting"}[d.get("online")]
+        rows.append((device, online, d.get("polls"), d.get("failures"), req.get("requests"),
+                     errors or "-", _ms(req.get("mean_latency_ms")), last_good))
+    print(format_table(("device", "state", "polls", "failed", "requests", "errors",
+                        "latency", "last good"), rows))
+    sinks = [(s["sink"], s["behind"], s["delivered"], s["failures"], s["last_error"] or "-")
+             for s in status["sinks"]]
+    print(format_table(("sink", "behind", "delivered", "failures", "last error"), sinks))
+    box = status["outbox"]
+    print(f"outbox: seq {box['committed_seq']}, {box['size_bytes'] / 1e6:.1f} MB, "
+          f"{box['dropped_readings']} readings dropped")
+    return 0
+
+
+def _ms(milliseconds: float | None) -> str:
+    return "-" if milliseconds is None else f"{milliseconds:.1f} ms"
+
+
 # --- parser ------------------------------------------------------------------------
 
 
@@ -223,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=("auto", "console", "json"))
 
     add("check", cmd_check, "validate the configuration without touching any device")
+
+    status = add("status", cmd_status, "devices, sinks and outbox of the running gateway")
+    status.add_argument("--data-dir")
+    status.add_argument("--json", action="store_true")
 
     points = add("points", cmd_points, "list the resolved points of every device, or one")
     points.add_argument("device", nargs="?")

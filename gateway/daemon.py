@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import time
 from pathlib import Path
 
 import structlog
@@ -21,6 +24,9 @@ from gateway.sinks.factory import build_sinks
 from gateway.sinks.runner import SinkRunner
 
 log = structlog.get_logger(__name__)
+
+STATUS_FILE = "status.json"
+STATUS_FILE_EVERY = 5.0  # seconds
 
 
 class Gateway:
@@ -64,6 +70,7 @@ class Gateway:
                 self._poll_tasks.append(asyncio.create_task(task, name=name))
             status = report_status_forever(driver, self.pipeline, health)
             self._poll_tasks.append(asyncio.create_task(status, name=f"status:{device.id}"))
+        self._poll_tasks.append(asyncio.create_task(self.write_status_forever(), name="status"))
         log.info(
             "gateway started",
             version=__version__, site=self.config.site.id, devices=len(self.drivers),
@@ -104,9 +111,16 @@ class Gateway:
             await self.stop()
 
     def status(self) -> dict[str, object]:
+        """What `gateway status` shows: devices with their request statistics, sinks, outbox."""
+        stats = {d.device.id: d.stats() for d in self.drivers}
         return {
             "site": self.config.site.id,
-            "devices": {d: h.snapshot() for d, h in self.health.items()},
+            "ts": time.time(),
+            "pid": os.getpid(),
+            "devices": {
+                device: {**health.snapshot(), "requests": stats.get(device, {})}
+                for device, health in self.health.items()
+            },
             "sinks": [r.status() for r in self.runners],
             "outbox": {
                 "committed_seq": self.outbox.stats.committed_seq,
@@ -114,6 +128,24 @@ class Gateway:
                 "size_bytes": self.outbox.stats.size_bytes,
             },
         }
+
+
+    async def write_status_forever(self, every: float = STATUS_FILE_EVERY) -> None:
+        """Keep <data_dir>/status.json current for `gateway status` (atomically replaced)."""
+        path = self.data_dir / STATUS_FILE
+        while True:
+            try:
+                text = json.dumps(self.status(), ensure_ascii=False, default=str)
+                await asyncio.to_thread(_replace_file, path, text)
+            except OSError as exc:
+                log.warning("could not write the status file", path=str(path), error=str(exc))
+            await asyncio.sleep(every)
+
+
+def _replace_file(path: Path, text: str) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 async def _bounded(awaitable, timeout: float) -> None:

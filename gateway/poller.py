@@ -22,7 +22,6 @@ from gateway.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_GROUP = "default"
 MAX_BACKOFF = 60.0  # seconds: the longest an offline device goes unprobed
 STATUS_EVERY = 60.0  # seconds between periodic device_status events
 READ_GUARD = 30.0  # a read that takes longer than this (or 2 intervals) is a driver bug
@@ -40,13 +39,10 @@ class PollSpec:
 def poll_specs(driver: Driver) -> list[PollSpec]:
     """The timers a driver needs: one per poll group it exposes, or one for the device.
 
-    Drivers with poll groups expose `poll_groups` (name -> interval and points) and take
-    the group in `read(group)`; others are read whole every `poll_interval`.
+    Each driver exposes `poll_groups` (name -> interval and points) and takes the group
+    in `read(group)`; a driver without groups has one, every point at `poll_interval`.
     """
-    groups = getattr(driver, "poll_groups", None)
-    if groups:
-        return [PollSpec(name, g.interval, tuple(g.points)) for name, g in groups.items()]
-    return [PollSpec(DEFAULT_GROUP, driver.device.poll_interval, driver.points)]
+    return [PollSpec(name, g.interval, tuple(g.points)) for name, g in driver.poll_groups.items()]
 
 
 def backoff_interval(interval: float, failures_while_offline: int) -> float:
@@ -74,7 +70,6 @@ async def poll_forever(
     does not read while the device is offline (another group probes it).
     """
     spec = spec or poll_specs(driver)[0]
-    grouped = getattr(driver, "poll_groups", None) is not None
     guard = guard or max(2 * spec.interval, READ_GUARD)
     loop = asyncio.get_running_loop()
     device = driver.device.id
@@ -87,8 +82,7 @@ async def poll_forever(
                 # the probe group finds out when it is back; this poll is a failure too
                 batch = Batch.failed(device, time.time(), spec.points, Quality.COMM_FAILURE)
             else:
-                read = driver.read(spec.group) if grouped else driver.read()
-                batch = await asyncio.wait_for(read, guard)
+                batch = await asyncio.wait_for(driver.read(spec.group), guard)
                 event = health.good(loop.time() - started)
         except (DriverError, TimeoutError, OSError) as exc:
             quality = getattr(exc, "quality", Quality.COMM_FAILURE)
@@ -123,8 +117,7 @@ async def report_status_forever(
     driver: Driver, pipeline: Pipeline, health: DeviceHealth, every: float = STATUS_EVERY
 ) -> None:
     """Emit a device_status event every `every` seconds: poll health plus driver stats."""
-    stats = getattr(driver, "stats", None)
     while True:
         await asyncio.sleep(every)
-        extra = {"requests": stats()} if stats is not None else {}
-        pipeline.emit_event(health.status_event(**extra))
+        stats = driver.stats()
+        pipeline.emit_event(health.status_event(**({"requests": stats} if stats else {})))

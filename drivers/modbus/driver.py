@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from pymodbus.constants import ExcCodes
 
-from drivers.base import Driver, DriverError, Emit
+from drivers.base import Driver, DriverError, Emit, PollGroup
 from drivers.modbus.bus import Bus, Read, Reply, Write
 from drivers.modbus.plan import (
     DEFAULT_GROUP,
@@ -35,14 +35,6 @@ log = structlog.get_logger(__name__)
 BAD_REQUEST = "bad_request"
 WRITE_FAILED = "write_failed"
 VERIFY_FAILED = "verify_failed"
-
-
-@dataclass(frozen=True, slots=True)
-class PollGroup:
-    """A group of points polled together on its own timer."""
-
-    interval: float
-    points: tuple[str, ...]
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from drivers.base import DEFAULT_GROUP
 from drivers.modbus.decode import Codec, DecodeError, RegisterBitCodec, codec_for
 from gateway.batch import Quality
 from gateway.config.models import BIT_TABLES, Device, ModbusPoint, Profile, ReadLimits
@@ -23,7 +24,6 @@ MAX_REGISTERS = 125  # the most a read holding/input registers request may ask f
 MAX_BITS = 2000  # the most a read coils/discrete inputs request may ask for
 BITS_PER_GAP_REGISTER = 16  # a gap of max_gap registers costs as many answer bytes as 16x bits
 TABLES = ("holding", "input", "coil", "discrete")
-DEFAULT_GROUP = "default"
 
 # batch index -> why the point has no value: Quality.DECODE_ERROR or Quality.OUT_OF_RANGE
 Problems = dict[int, str]

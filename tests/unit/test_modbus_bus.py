@@ -256,7 +256,7 @@ class DeadDevice:
         self.reads = 0
         self.answering = False
 
-    async def read(self):
+    async def read(self, group="default"):
         from drivers.base import DriverError
         from gateway.batch import Batch
 
