@@ -122,6 +122,10 @@ def cmd_points(args: argparse.Namespace) -> int:
         from drivers.modbus.plan import compile_plans, describe_plans
 
         for device in devices:
+            if not device.connection.type.startswith("modbus"):
+                print(f"{device.id} ({device.connection.type}): no request plan; "
+                      "see `gateway points` for its points")
+                continue
             plans = compile_plans(device, config.profiles[device.profile])
             points = sum(len(p.points) for p in plans.values())
             requests = sum(len(p.requests) for p in plans.values())
@@ -152,6 +156,8 @@ def _where(point) -> str:
     if hasattr(point, "object"):
         prop = "" if point.property == "present-value" else f" {point.property}"
         return f"{point.object}{prop}" + (" (cov)" if point.cov else "")
+    if hasattr(point, "topic"):
+        return f"{point.topic or '.'} {point.path or ''}".strip()
     bit = f".{point.bit}" if point.bit is not None else ""
     return f"{point.table} {point.address}{bit}"
 
@@ -159,6 +165,8 @@ def _where(point) -> str:
 def _kind(point, profile) -> str:
     if hasattr(point, "object"):
         return "enum" if point.enum else "bacnet"
+    if hasattr(point, "topic"):
+        return point.type
     order = point.order or profile.order
     return point.type if point.type in ("bool", "int16", "uint16", "bcd16") else f"{point.type} {order}"
 

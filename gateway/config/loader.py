@@ -276,7 +276,7 @@ class _SiteLoader:
             self.issues.extend(explain(exc, Device, document, entry, prefix=prefix))
             return
         profile = self.profiles.get(device.profile)
-        protocol = "bacnet" if device.connection.type == "bacnet_ip" else "modbus"
+        protocol = {"bacnet_ip": "bacnet", "mqtt": "mqtt"}.get(device.connection.type, "modbus")
         if profile is not None and profile.protocol != protocol:
             self.issues.at(
                 document, (*prefix, "connection", "type"),

@@ -381,16 +381,57 @@ class BacnetPoint(Model):
         return self
 
 
+MqttValueType = Literal["number", "integer", "bool", "text"]
+
+
+class MqttPoint(Model):
+    """A value carried in an MQTT payload: the topic it arrives on and where in the payload.
+
+    `topic` is joined to the device's `base_topic` ("" means the base topic itself;
+    + and # wildcards are allowed). `path` is a JSON path into the payload ($.door.state,
+    $.readings[0].value); without it the whole payload is the value (a plain number or text).
+    """
+
+    topic: str = ""
+    path: str | None = None
+    type: MqttValueType = "number"
+    map: dict[str, float | int | bool | str] | None = None  # payload text -> value ("open" -> 1)
+    scale: float = 1.0
+    offset: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    enum: dict[int, str] | None = None
+    sensitive: bool = False  # masked in logs (card ids)
+    unit: str | None = None
+    name: str | None = None
+    description: str | None = None
+    writable: bool = False  # published to `command_topic` by a write
+
+    @model_validator(mode="after")
+    def _valid_path(self) -> MqttPoint:
+        if self.path is not None and not self.path.startswith("$"):
+            raise ValueError(f"path {self.path!r} must be a JSON path starting with $, e.g. $.door.state")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min: is above max:")
+        return self
+
+
 def _point_protocol(value: Any) -> str:
     if isinstance(value, dict):
-        return "bacnet" if "object" in value else "modbus"
-    return "bacnet" if isinstance(value, BacnetPoint) else "modbus"
+        if "object" in value:
+            return "bacnet"
+        return "mqtt" if "topic" in value or "path" in value else "modbus"
+    return {BacnetPoint: "bacnet", MqttPoint: "mqtt"}.get(type(value), "modbus")
 
 
 Point = Annotated[
-    Annotated[ModbusPoint, Tag("modbus")] | Annotated[BacnetPoint, Tag("bacnet")],
+    Annotated[ModbusPoint, Tag("modbus")]
+    | Annotated[BacnetPoint, Tag("bacnet")]
+    | Annotated[MqttPoint, Tag("mqtt")],
     Discriminator(_point_protocol),
 ]
+PROTOCOL_POINTS = {"modbus": ModbusPoint, "bacnet": BacnetPoint, "mqtt": MqttPoint}
+POINT_KEYS = {"modbus": "address:", "bacnet": "object: (a BACnet object id)", "mqtt": "topic: or path:"}
 
 
 class AvoidRange(Model):
@@ -417,7 +458,7 @@ class Profile(Model):
     id: Identifier
     name: str
     system: str  # e.g. water_supply, power, elevator, hvac, drainage, fire, access, lighting
-    protocol: Literal["modbus", "bacnet"] = "modbus"
+    protocol: Literal["modbus", "bacnet", "mqtt"] = "modbus"
     vendor: str | None = None
     model: str | None = None
     description: str | None = None
@@ -430,10 +471,10 @@ class Profile(Model):
 
     @model_validator(mode="after")
     def _points_match_protocol(self) -> Profile:
-        wanted = BacnetPoint if self.protocol == "bacnet" else ModbusPoint
+        wanted = PROTOCOL_POINTS[self.protocol]
         strays = [name for name, point in self.points.items() if not isinstance(point, wanted)]
         if strays:
-            how = "object: (a BACnet object id)" if self.protocol == "bacnet" else "address:"
+            how = POINT_KEYS[self.protocol]
             raise ValueError(
                 f"a {self.protocol} profile's points are written with {how}; "
                 f"these are not: {', '.join(strays)}"
@@ -498,6 +539,24 @@ class BacnetConnection(Model):
     rpm: bool | None = None  # ReadPropertyMultiple; None: try it, fall back if refused
 
 
+class MqttConnection(Model):
+    """A device that publishes to a broker (access controllers, IoT boxes, call buttons)."""
+
+    type: Literal["mqtt"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, gt=0, lt=65536)
+    username: str | None = None
+    password: Secret | None = None
+    client_id: str | None = None  # devices sharing a broker share one client; None: derived
+    base_topic: str  # e.g. access/b1/door-01; the profile's point topics are joined to it
+    command_topic: str | None = None  # where writes to writable points are published
+    timestamp_path: str | None = None  # JSON path to the device's own time; None: arrival
+    silence: Duration = 300.0  # offline after this long without a message
+    max_rate: float = Field(default=20.0, gt=0)  # messages per second before it is throttled
+    max_payload: Size = 64 * 1024
+    qos: Literal[0, 1, 2] = 1
+
+
 def _connection_type(value: Any) -> str:
     if isinstance(value, dict):
         return value.get("type", "modbus_tcp")
@@ -508,7 +567,8 @@ Connection = Annotated[
     Annotated[ModbusTcpConnection, Tag("modbus_tcp")]
     | Annotated[ModbusRtuConnection, Tag("modbus_rtu")]
     | Annotated[ModbusRtuOverTcpConnection, Tag("modbus_rtu_over_tcp")]
-    | Annotated[BacnetConnection, Tag("bacnet_ip")],
+    | Annotated[BacnetConnection, Tag("bacnet_ip")]
+    | Annotated[MqttConnection, Tag("mqtt")],
     Discriminator(_connection_type),
 ]
 
