@@ -243,6 +243,68 @@ def _ms(milliseconds: float | None) -> str:
     return "-" if milliseconds is None else f"{milliseconds:.1f} ms"
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    """Who-Is, then each device's objects; a table, JSON, or profile and device files."""
+    from drivers.bacnet.discover import (
+        DiscoveryError,
+        run_discovery,
+        summary_rows,
+        write_site_files,
+    )
+
+    local, instance = args.local, 4194300
+    if args.config:
+        site = load_or_exit(args.config)
+        local, instance = local or site.bacnet.address, site.bacnet.device_instance
+    low, high = args.range or (None, None)
+    progress = _progress_bar if sys.stderr.isatty() and not args.json else None
+    try:
+        devices = asyncio.run(run_discovery(
+            local or "0.0.0.0:47808", instance, addresses=args.address, low=low, high=high,
+            timeout=args.timeout, progress=progress,
+        ))
+    except DiscoveryError as exc:
+        print(f"discover: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(d) for d in devices], ensure_ascii=False, indent=1))
+    else:
+        print(format_table(("instance", "address", "name", "vendor / model", "objects", "notes"),
+                           summary_rows(devices)))
+    if not devices:
+        print("no device answered; try --address HOST:PORT for devices broadcasts do not reach",
+              file=sys.stderr)
+        return 1
+    if args.write:
+        try:
+            written = write_site_files(Path(args.write), devices, force=args.force)
+        except FileExistsError as exc:
+            print(f"discover: not overwriting {exc}; pass --force to replace", file=sys.stderr)
+            return 1
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+def _progress_bar(done: int, total: int, what: str) -> None:
+    """One line on stderr, redrawn: a long scan shows it is moving."""
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done >= total else ""
+    print(f"\r{what[:24]:<24} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} objects",
+          end=end, file=sys.stderr, flush=True)
+
+
+def _instance_range(text: str) -> tuple[int, int]:
+    """LOW-HIGH device instances for --range."""
+    low, sep, high = text.partition("-")
+    if not (sep and low.strip().isdigit() and high.strip().isdigit()) or int(low) > int(high):
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW-HIGH, e.g. 1000-2999")
+    return int(low), int(high)
+
+
 # --- parser ------------------------------------------------------------------------
 
 
@@ -287,6 +349,27 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--data-dir")
     history.add_argument("--json", action="store_true")
+
+    discover = sub.add_parser("discover", help="find devices and write their device maps",
+                              description="Who-Is, read each device's objects, print them; "
+                                          "--write makes profiles and device files")
+    discover.add_argument("protocol", choices=("bacnet",))
+    discover.add_argument("-c", "--config", default=None,
+                          help="site.yaml whose bacnet: address and instance discovery uses")
+    discover.add_argument("--range", metavar="LOW-HIGH", type=_instance_range,
+                          help="only device instances in this range, e.g. 1000-2999")
+    discover.add_argument("--address", action="append", default=[], metavar="HOST:PORT",
+                          help="send a directed Who-Is here (repeatable); default: broadcast")
+    discover.add_argument("--local", metavar="HOST:PORT",
+                          help="local address to send from (default: the site's bacnet.address, "
+                               "else 0.0.0.0:47808)")
+    discover.add_argument("--timeout", type=float, default=3.0,
+                          help="seconds to wait for I-Am answers (default 3)")
+    discover.add_argument("--write", metavar="DIR",
+                          help="write DIR/profiles/<model>.yaml and DIR/devices/<device>.yaml")
+    discover.add_argument("--force", action="store_true", help="overwrite existing files")
+    discover.add_argument("--json", action="store_true")
+    discover.set_defaults(func=cmd_discover)
     return parser
 
 

@@ -27,6 +27,9 @@ scenarios (--scenario KIND[@WHEN]:DEVICE, repeatable; WHEN is real time after st
   sump_high        sump: inflow beyond both pumps, the level climbs to the high float
   door_forced      door IO: door 1 open without a lock release
   meter_silent     any meter: connections accepted, nothing answered
+  fan_fail         AHU (BACnet): fan commanded on, status stays off, alarm state 风机故障
+  filter_clogged   AHU: filter differential pressure climbs past 250 Pa
+  supply_drift     AHU or heat-exchange station: supply temperature drifts off setpoint
   {", ".join(COMM_FAULTS)}
                    any device: server closed / nothing answered / Modbus exceptions
   clear            end the device's fault (the lift is rescued, the panel reset...)
@@ -45,7 +48,7 @@ def _scenario(text: str) -> Scenario:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="simsite", description="Serve a site's devices over Modbus TCP from simulated equipment.",
+        prog="simsite", description="Serve a site's devices (Modbus TCP, BACnet/IP) from simulated equipment.",
         epilog=SCENARIO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-c", "--config", default="config/site.yaml", help="site.yaml to simulate")
@@ -88,7 +91,8 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     for sim in site.devices.values():
         conn = sim.device.connection
-        print(f"simsite: {sim.device.id} ({sim.profile.id}) on {sim.host}:{sim.port} unit {conn.unit}")
+        where = f"unit {conn.unit}" if hasattr(conn, "unit") else f"BACnet device {conn.device_instance}"
+        print(f"simsite: {sim.device.id} ({sim.profile.id}) on {sim.host}:{sim.port} {where}")
     if args.ready_file is not None:
         args.ready_file.parent.mkdir(parents=True, exist_ok=True)
         args.ready_file.touch()

@@ -22,7 +22,7 @@ COMM_FAULTS = ("stop_answering", "silent", "exception")
 # meter_silent: a meter drops off its bus (the server holds requests, like `silent`).
 FAULTS = (
     *COMM_FAULTS, "meter_silent", "pump_trip", "low_pressure", "elevator_stuck", "fire_alarm",
-    "sump_high", "door_forced",
+    "sump_high", "door_forced", "fan_fail", "filter_clogged", "supply_drift",
 )
 
 

@@ -183,6 +183,13 @@ class SimulatedSite:
                 continue
             profile = config.profiles[device.profile]
             rng = random.Random(f"{seed}:{device.id}") if seed is not None else random.Random()
+            if device.connection.type == "bacnet_ip":  # a bacpypes3 application, not a Modbus server
+                from simsite.bacnet.devices import SimulatedBacnetDevice
+                from simsite.bacnet.models import make_bacnet_model
+
+                model = make_bacnet_model(profile, rng)
+                self.devices[device.id] = SimulatedBacnetDevice(device, profile, model, host)  # type: ignore[assignment]
+                continue
             self.devices[device.id] = SimulatedDevice(device, profile, make_model(profile, rng), host)
         self._task: asyncio.Task[None] | None = None
 
@@ -231,13 +238,16 @@ class SimulatedSite:
 
     def faults(self, device_id: str) -> tuple[str, ...]:
         """The scenarios `device_id` can play: its equipment's own, then the server's."""
-        return (*self._device(device_id).model.faults, *COMM_FAULTS)
+        sim = self._device(device_id)
+        equipment = getattr(sim.model, "faults", sim.model.FAULTS)  # a Composite knows its own
+        return (*equipment, *getattr(sim, "comm_faults", COMM_FAULTS))
 
     async def set_fault(self, device_id: str, kind: str) -> None:
         """Play a fault until `clear`.
 
         Equipment faults (pump_trip, low_pressure, elevator_stuck, fire_alarm, sump_high,
-        door_forced) change what the device reads; see docs/profiles.md. Communication
+        door_forced; fan_fail, filter_clogged, supply_drift on the BACnet plant) change what
+        the device reads; see docs/profiles.md and docs/bacnet.md. Communication
         faults: stop_answering closes the server and refuses connections; silent (and
         meter_silent, for meters) accepts connections but answers nothing; exception
         answers every request with a Modbus exception.
