@@ -4,6 +4,7 @@ Devices on one serial port or behind one TCP endpoint must share one bus schedul
 they would talk over each other on the line. `DriverSet` hands every driver it creates
 the bus of its endpoint and closes those buses at stop; `create_driver` makes a
 stand-alone driver with a bus of its own, for tools and tests that read one device.
+MQTT devices on one broker (same endpoint and credentials) likewise share one client.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from drivers.base import Driver
-from gateway.config.models import Device, Profile
+from gateway.config.models import BacnetLocal, Device, Profile
 
 if TYPE_CHECKING:
+    from drivers.bacnet.network import BacnetNetwork
     from drivers.modbus.bus import Bus
+    from drivers.mqtt.broker import Broker, BrokerKey
 
 MODBUS_TYPES = ("modbus_tcp", "modbus_rtu", "modbus_rtu_over_tcp")
 
@@ -23,8 +26,11 @@ MODBUS_TYPES = ("modbus_tcp", "modbus_rtu", "modbus_rtu_over_tcp")
 class DriverSet:
     """Creates the drivers of a site and owns the buses they share."""
 
-    def __init__(self) -> None:
+    def __init__(self, bacnet: BacnetLocal | None = None) -> None:
+        self._bacnet_local = bacnet or BacnetLocal()  # the gateway's own BACnet presence
+        self._bacnet: BacnetNetwork | None = None  # one BACnet application, made on first use
         self._buses: dict[str, tuple[Bus, Device]] = {}  # bus key -> bus, first device on it
+        self._brokers: dict[BrokerKey, Broker] = {}  # MQTT clients, one per broker and login
 
     def create(self, device: Device, profile: Profile) -> Driver:
         """The driver for `device`; ValueError for a connection no driver serves, or one
@@ -32,6 +38,10 @@ class DriverSet:
         _check(device, profile)
         if device.connection.type in MODBUS_TYPES:
             return self._modbus(device, profile)
+        if device.connection.type == "mqtt":
+            return self._mqtt(device, profile)
+        if device.connection.type == "bacnet_ip":
+            return self._bacnet_driver(device, profile)
         return _FACTORIES[device.connection.type](device, profile)
 
     @property
@@ -39,10 +49,24 @@ class DriverSet:
         return tuple(bus for bus, _device in self._buses.values())
 
     async def close(self) -> None:
-        """Close every shared bus: cancel queued requests, close connections and ports."""
+        """Close every shared bus (cancel queued requests, close connections and ports)
+        and every shared MQTT client."""
         buses, self._buses = self.buses, {}
         for bus in buses:
             await bus.close()
+        brokers, self._brokers = tuple(self._brokers.values()), {}
+        for broker in brokers:
+            await broker.close()
+        network, self._bacnet = self._bacnet, None
+        if network is not None:
+            await network.close()
+
+    def _bacnet_driver(self, device: Device, profile: Profile) -> Driver:
+        from drivers.bacnet.network import BacnetNetwork
+
+        if self._bacnet is None:
+            self._bacnet = BacnetNetwork(self._bacnet_local)
+        return self._bacnet.driver(device, profile)
 
     def _modbus(self, device: Device, profile: Profile) -> Driver:
         # imports stay lazy so one protocol's library never loads another's
@@ -59,6 +83,16 @@ class DriverSet:
             check_same_line(first.connection, device.connection, (first.id, device.id))
         return ModbusDriver(device, profile, bus)
 
+    def _mqtt(self, device: Device, profile: Profile) -> Driver:
+        from drivers.mqtt.broker import Broker, broker_key
+        from drivers.mqtt.driver import MqttDriver
+
+        key = broker_key(device.connection)
+        broker = self._brokers.get(key)
+        if broker is None:
+            broker = self._brokers[key] = Broker(key)
+        return MqttDriver(device, profile, broker)
+
 
 def _modbus_alone(device: Device, profile: Profile) -> Driver:
     from drivers.modbus.driver import ModbusDriver
@@ -66,9 +100,24 @@ def _modbus_alone(device: Device, profile: Profile) -> Driver:
     return ModbusDriver(device, profile)
 
 
+def _mqtt_alone(device: Device, profile: Profile) -> Driver:
+    from drivers.mqtt.driver import MqttDriver
+
+    return MqttDriver(device, profile)
+
+
+def _bacnet_alone(device: Device, profile: Profile) -> Driver:
+    raise ValueError(
+        f"{device.id}: BACnet devices share the gateway's one BACnet application; "
+        "create them through DriverSet(config.bacnet)"
+    )
+
+
 # connection type -> stand-alone factory
 _FACTORIES: dict[str, Callable[[Device, Profile], Driver]] = {
-    kind: _modbus_alone for kind in MODBUS_TYPES
+    **{kind: _modbus_alone for kind in MODBUS_TYPES},
+    "mqtt": _mqtt_alone,
+    "bacnet_ip": _bacnet_alone,
 }
 
 
@@ -87,6 +136,11 @@ def _check(device: Device, profile: Profile) -> None:
             f"known types: {', '.join(sorted(_FACTORIES))}"
         )
     if profile.protocol != "modbus" and kind.startswith("modbus"):
+        raise ValueError(
+            f"device {device.id}: profile {profile.id} is a {profile.protocol} map, "
+            f"but the connection is {kind}"
+        )
+    if kind == "mqtt" and profile.protocol != "mqtt":
         raise ValueError(
             f"device {device.id}: profile {profile.id} is a {profile.protocol} map, "
             f"but the connection is {kind}"

@@ -19,7 +19,7 @@ from gateway.config.models import SiteConfig
 from gateway.health import DeviceHealth
 from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline
-from gateway.poller import poll_forever, poll_specs, report_status_forever
+from gateway.poller import poll_forever, poll_specs, report_status_forever, watch_forever
 from gateway.sinks.factory import build_sinks
 from gateway.sinks.runner import SinkRunner
 
@@ -44,7 +44,7 @@ class Gateway:
         )
         self.pipeline = Pipeline(self.outbox)
         self.health: dict[str, DeviceHealth] = {}
-        self.driver_set = DriverSet()  # owns the buses devices share
+        self.driver_set = DriverSet(config.bacnet)  # owns the buses and clients devices share
         self.drivers: list[Driver] = []
         self.runners: list[SinkRunner] = []
         self._poll_tasks: list[asyncio.Task[None]] = []
@@ -68,6 +68,10 @@ class Gateway:
                 task = poll_forever(driver, self.pipeline, health, spec, probe=number == 0)
                 name = f"poll:{device.id}:{spec.group}"
                 self._poll_tasks.append(asyncio.create_task(task, name=name))
+            if not driver.poll_groups:  # a push device (MQTT): watched for silence instead
+                silence = getattr(device.connection, "silence", 300.0)
+                watch = watch_forever(driver, self.pipeline, health, silence)
+                self._poll_tasks.append(asyncio.create_task(watch, name=f"watch:{device.id}"))
             status = report_status_forever(driver, self.pipeline, health)
             self._poll_tasks.append(asyncio.create_task(status, name=f"status:{device.id}"))
         self._poll_tasks.append(asyncio.create_task(self.write_status_forever(), name="status"))

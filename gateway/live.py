@@ -17,17 +17,16 @@ def render(pipeline: Pipeline, catalog: Catalog, now: float | None = None) -> st
     """One table of every device's latest batch: value with unit, quality, age."""
     now = now or time.time()
     rows = []
-    for device in sorted(pipeline.latest):
-        batch = pipeline.latest[device]
+    for device, points in sorted(pipeline.current().items()):
         info = catalog.device(device)
-        for index, point in enumerate(batch.points):
-            value = batch.values[index]
-            quality = batch.quality_of(index)
+        for point, (value, quality, ts) in points.items():
             shown = _format_value(value) if quality == Quality.GOOD else ""
+            if quality == Quality.GOOD and point in info.enums:
+                shown = f"{shown} {info.enums[point].get(value, '')}".strip()
             unit = info.units.get(point, "")
             rows.append((
                 device, point, info.point_names.get(point, ""),
-                f"{shown} {unit}".strip(), quality, f"{now - batch.ts:.0f}s",
+                f"{shown} {unit}".strip(), quality, f"{now - ts:.0f}s",
             ))
     header = f"{catalog.site_name} — {datetime.now().strftime('%H:%M:%S')}"
     table = format_table(("device", "point", "name", "value", "quality", "age"), rows)

@@ -113,6 +113,46 @@ async def poll_forever(
         await asyncio.sleep(next_tick - now)
 
 
+WATCH_EVERY = 5.0  # seconds: the longest between two looks at a push device's last message
+
+
+async def watch_forever(
+    driver: Driver, pipeline: Pipeline, health: DeviceHealth, silence: float
+) -> None:
+    """Keep a push device's status (MQTT): offline after `silence` seconds without a
+    message, online again at its next one.
+
+    Looks at `driver.last_seen` (epoch seconds of its last message, None before the
+    first) every min(silence / 4, WATCH_EVERY) seconds. Going offline emits a status event
+    and one batch with comm_failure for every point, marking the gap once; the device's
+    own messages are its only batches otherwise, so no stale value is ever repeated.
+    """
+    # silence already is the evidence a device is gone: one failed look takes it offline
+    health.offline_after = 1
+    every = min(silence / 4, WATCH_EVERY)
+    device = driver.device.id
+    seen: float | None = None  # last_seen at the previous look
+    started = time.time()
+    while True:
+        now = time.time()
+        last = getattr(driver, "last_seen", None)
+        event = None
+        if last is not None and last != seen:
+            seen = last
+            event = health.good(0.0, now=last)
+        elif now - (last if last is not None else started) >= silence and health.online is not False:
+            error = f"no message for {silence:g} s"
+            pipeline.emit_batch(Batch.failed(device, now, driver.points, Quality.COMM_FAILURE))
+            event = health.failed(Quality.COMM_FAILURE, error, now=now)
+        if event is not None:
+            pipeline.emit_event(event)
+            log.info(
+                "device online" if health.online else "device offline",
+                device=device, error=None if health.online else health.last_error,
+            )
+        await asyncio.sleep(every)
+
+
 async def report_status_forever(
     driver: Driver, pipeline: Pipeline, health: DeviceHealth, every: float = STATUS_EVERY
 ) -> None:

@@ -23,6 +23,7 @@ from gateway.config.models import (
     HistorySinkConfig,
     Include,
     InfluxSinkConfig,
+    MqttConnection,
     MqttSinkConfig,
     Profile,
     Secret,
@@ -33,6 +34,7 @@ from gateway.config.yaml_source import YamlDocument, load_yaml
 _SINK_TYPES: dict[Any, type[BaseModel]] = {
     "influxdb": InfluxSinkConfig, "history": HistorySinkConfig, "mqtt": MqttSinkConfig,
 }
+_CONNECTIONS_WITH_SECRETS: dict[Any, type[BaseModel]] = {"mqtt": MqttConnection}
 
 
 def load_site(path: str | Path) -> SiteConfig:
@@ -274,6 +276,10 @@ class _SiteLoader:
             device = Device.model_validate(entry)
         except ValidationError as exc:
             self.issues.extend(explain(exc, Device, document, entry, prefix=prefix))
+            connection = entry.get("connection")
+            if isinstance(connection, dict):
+                model = _CONNECTIONS_WITH_SECRETS.get(connection.get("type"))
+                self._check_part_secrets(document, (*prefix, "connection"), connection, model)
             return
         profile = self.profiles.get(device.profile)
         protocol = {"bacnet_ip": "bacnet", "mqtt": "mqtt"}.get(device.connection.type, "modbus")
@@ -285,6 +291,8 @@ class _SiteLoader:
                 f"{protocol} profile",
             )
             return
+        # a device's connection may log in (an MQTT broker): its secrets resolve like site.yaml's
+        device = _replace_secrets(device, prefix, lambda secret, at: self._resolve(secret, document, at))
         self.devices.append(device.model_copy(update={"source": str(document.path)}))
 
     # --- sinks and secrets --------------------------------------------------------
@@ -327,16 +335,21 @@ class _SiteLoader:
         if "upstream" in data:
             parts.append((("upstream",), data["upstream"], MqttSinkConfig))
         for path, raw, model in parts:
-            if model is None or not isinstance(raw, dict):
+            self._check_part_secrets(document, path, raw, model)
+
+    def _check_part_secrets(self, document: YamlDocument, path: KeyPath, raw: Any,
+                            model: type[BaseModel] | None) -> None:
+        """Resolve each secret of a part that did not validate, to report its problems too."""
+        if model is None or not isinstance(raw, dict):
+            return
+        for name, field in model.model_fields.items():
+            if name not in raw or Secret not in get_args(field.annotation):
                 continue
-            for name, field in model.model_fields.items():
-                if name not in raw or Secret not in get_args(field.annotation):
-                    continue
-                try:
-                    secret = Secret.model_validate(raw[name])
-                except ValidationError:
-                    continue  # already reported
-                self._resolve(secret, document, (*path, name))
+            try:
+                secret = Secret.model_validate(raw[name])
+            except ValidationError:
+                continue  # already reported
+            self._resolve(secret, document, (*path, name))
 
     def _from_env(self, secret: Secret, document: YamlDocument, path: KeyPath) -> Secret:
         name = secret.env or ""
