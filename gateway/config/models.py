@@ -409,8 +409,17 @@ class MqttPoint(Model):
 
     @model_validator(mode="after")
     def _valid_path(self) -> MqttPoint:
-        if self.path is not None and not self.path.startswith("$"):
-            raise ValueError(f"path {self.path!r} must be a JSON path starting with $, e.g. $.door.state")
+        if self.path is not None:
+            if not self.path.startswith("$"):
+                raise ValueError(
+                    f"path {self.path!r} must be a JSON path starting with $, e.g. $.door.state"
+                )
+            from jsonpath_ng import parse  # compiled again by the driver; here to check early
+
+            try:
+                parse(self.path)
+            except Exception as exc:  # jsonpath-ng's lexer and parser raise several types
+                raise ValueError(f"path {self.path!r} is not a JSON path: {exc}") from None
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min: is above max:")
         return self
