@@ -25,11 +25,17 @@ scenarios (--scenario KIND[@WHEN]:DEVICE, repeatable; WHEN is real time after st
   elevator_stuck   elevator: stopped between floors, doors closed, alarm button, trapped
   fire_alarm       fire panel: zone 3 in fire alarm, panel fire flag, linkage started
   sump_high        sump: inflow beyond both pumps, the level climbs to the high float
-  door_forced      door IO: door 1 open without a lock release
+  door_forced      door IO or access controller: door open without a lock release
   meter_silent     any meter: connections accepted, nothing answered
   fan_fail         AHU (BACnet): fan commanded on, status stays off, alarm state 风机故障
   filter_clogged   AHU: filter differential pressure climbs past 250 Pa
   supply_drift     AHU or heat-exchange station: supply temperature drifts off setpoint
+  door_held        access controller (MQTT): door wedged open past its held-open time
+  card_denied_burst  access controller: a blacklisted card tried again and again
+  emergency_call   emergency button (MQTT): pressed, repeated until cleared
+  lift_trapped     elevator IoT box (MQTT): stopped between floors, passenger trapped
+  device_silent, malformed, flood
+                   any MQTT device: stops publishing / bad JSON now and then / 100 msg/s
   {", ".join(COMM_FAULTS)}
                    any device: server closed / nothing answered / Modbus exceptions
   clear            end the device's fault (the lift is rescued, the panel reset...)
@@ -48,7 +54,7 @@ def _scenario(text: str) -> Scenario:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="simsite", description="Serve a site's devices (Modbus TCP, BACnet/IP) from simulated equipment.",
+        prog="simsite", description="Serve a site's devices (Modbus TCP, BACnet/IP, MQTT) from simulated equipment.",
         epilog=SCENARIO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-c", "--config", default="config/site.yaml", help="site.yaml to simulate")
@@ -91,8 +97,13 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     for sim in site.devices.values():
         conn = sim.device.connection
-        where = f"unit {conn.unit}" if hasattr(conn, "unit") else f"BACnet device {conn.device_instance}"
+        if conn.type == "mqtt":
+            where = f"MQTT {conn.base_topic}"
+        else:
+            where = f"unit {conn.unit}" if hasattr(conn, "unit") else f"BACnet device {conn.device_instance}"
         print(f"simsite: {sim.device.id} ({sim.profile.id}) on {sim.host}:{sim.port} {where}")
+    for broker in site.brokers:
+        print(f"simsite: embedded MQTT broker (amqtt) on {broker.host}:{broker.port}")
     if args.ready_file is not None:
         args.ready_file.parent.mkdir(parents=True, exist_ok=True)
         args.ready_file.touch()

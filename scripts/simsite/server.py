@@ -183,6 +183,13 @@ class SimulatedSite:
                 continue
             profile = config.profiles[device.profile]
             rng = random.Random(f"{seed}:{device.id}") if seed is not None else random.Random()
+            if device.connection.type == "mqtt":  # a paho client publishing to a broker
+                from simsite.mqtt.device import make_mqtt_device
+
+                mqtt_sim = make_mqtt_device(device, profile, rng, config.site.timezone)
+                if mqtt_sim is not None:
+                    self.devices[device.id] = mqtt_sim  # type: ignore[assignment]
+                continue
             if device.connection.type == "bacnet_ip":  # a bacpypes3 application, not a Modbus server
                 from simsite.bacnet.devices import SimulatedBacnetDevice
                 from simsite.bacnet.models import make_bacnet_model
@@ -192,11 +199,19 @@ class SimulatedSite:
                 continue
             self.devices[device.id] = SimulatedDevice(device, profile, make_model(profile, rng), host)
         self._task: asyncio.Task[None] | None = None
+        self._host = host
+        self.brokers: list[Any] = []  # embedded MQTT brokers (simsite.mqtt.broker), if any
 
     async def start(self) -> None:
         """Serve every device; raise if a port cannot be bound."""
         self.advance(0.0)
         try:
+            if any(device.connection.type == "mqtt" for device in self.config.devices):
+                from simsite.mqtt.broker import brokers_to_embed
+
+                self.brokers = brokers_to_embed(self.config.devices, self._host)
+                for broker in self.brokers:
+                    await broker.start()
             for sim in self.devices.values():
                 await sim.start()
         except BaseException:
@@ -214,6 +229,8 @@ class SimulatedSite:
             self._task = None
         for sim in self.devices.values():
             await sim.stop()
+        for broker in self.brokers:
+            await broker.stop()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

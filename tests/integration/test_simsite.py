@@ -47,14 +47,15 @@ def free_port() -> int:
 
 def demo_site(*, only: set[str] | None = None) -> SiteConfig:
     """config/site.yaml's Modbus devices, each on a free port with a short timeout (the
-    BACnet plant has its own tests: test_bacnet_discovery.py)."""
+    BACnet plant and the MQTT devices have their own tests: test_bacnet_discovery.py,
+    test_simsite_mqtt.py)."""
     config = load_site(ROOT / "config" / "site.yaml")
     devices = [
         device.model_copy(update={
             "connection": device.connection.model_copy(update={"port": free_port(), "timeout": TIMEOUT}),
         })
         for device in config.devices
-        if (only is None or device.id in only) and device.connection.type != "bacnet_ip"
+        if (only is None or device.id in only) and device.connection.type not in ("bacnet_ip", "mqtt")
     ]
     return config.model_copy(update={"devices": devices})
 
