@@ -24,6 +24,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -39,6 +40,7 @@ from gateway.sinks.base import Sink, SinkUnavailable
 log = structlog.get_logger(__name__)
 
 PUBACK_TIMEOUT = 10.0  # seconds a send waits for the broker to confirm every message
+MessageHandler = Callable[[str, bytes], Awaitable[None] | None]
 STOP_TIMEOUT = 2.0
 _MAX_INFLIGHT = 1000
 _TOPIC_UNSAFE = str.maketrans({"+": "_", "#": "_", "/": "_", "\0": "_"})
@@ -84,10 +86,62 @@ class MqttSink(Sink):
         self._pending: dict[int, asyncio.Future[bool]] = {}  # mid -> True on PUBACK, False if lost
         self._refused_logged = False
         self._stopping = False
+        self._subscriptions: dict[str, tuple[MessageHandler, int]] = {}
+        self._handlers: set[asyncio.Future[Any]] = set()
 
     @property
     def connected(self) -> bool:
         return self._connected
+
+    # --- messages in (commands) ----------------------------------------------------
+
+    def subscribe(self, topic: str, handler: MessageHandler, qos: int = 1) -> None:
+        """Receive messages on `topic` over this connection (the platform's commands).
+
+        Subscriptions are made again on every (re)connect; `handler(topic, payload)` runs on
+        the event loop, and may be a coroutine function.
+        """
+        self._subscriptions[topic] = (handler, qos)
+        if self._client is not None and self._connected:
+            self._client.subscribe(topic, qos)
+
+    async def publish_now(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+        timeout: float = PUBACK_TIMEOUT,
+    ) -> bool:
+        """Publish outside the outbox (a command's reply); True once the broker confirmed."""
+        client = self._client
+        if client is None or not self._connected:
+            return False
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        if qos == 0:
+            return True
+        future = asyncio.get_running_loop().create_future()
+        self._pending[info.mid] = future
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._pending.pop(info.mid, None)
+            return False
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._call(self._dispatch, message.topic, bytes(message.payload))
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        for topic_filter, (handler, _qos) in self._subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, topic):
+                result = handler(topic, payload)
+                if asyncio.iscoroutine(result):
+                    task = asyncio.ensure_future(result)
+                    self._handlers.add(task)
+                    task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Future[Any]) -> None:
+        self._handlers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("message handler failed", sink=self.name, error=repr(task.exception()))
 
     # --- life cycle --------------------------------------------------------------
 
@@ -114,6 +168,7 @@ class MqttSink(Sink):
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.connect_async(
             self.config.host, self.config.port, keepalive=max(5, int(self.config.keepalive))
         )
@@ -160,6 +215,8 @@ class MqttSink(Sink):
             return
         # Birth first, from the network thread, so it precedes anything resent after a reconnect.
         client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        for topic, (_handler, qos) in list(self._subscriptions.items()):
+            client.subscribe(topic, qos)
         self._call(self._set_connected)
 
     def _on_disconnect(

@@ -286,3 +286,39 @@ async def test_start_with_broker_unreachable_does_not_raise_and_stop_is_prompt()
     started = time.monotonic()
     await sink.stop()
     assert time.monotonic() - started < 2.5
+
+
+async def test_the_upstream_connection_carries_commands_in_and_replies_out(mosquitto):
+    """Commands ride the gateway's one upstream connection: subscribed again after a
+    reconnect, and replies are confirmed by the broker."""
+    import paho.mqtt.client as mqtt
+    import paho.mqtt.publish as publish
+
+    from gateway.catalog import Catalog
+    from gateway.config.models import MqttSinkConfig
+    from gateway.sinks.mqtt import MqttSink
+
+    sink = MqttSink(MqttSinkConfig(host="127.0.0.1", port=mosquitto.port),
+                    Catalog("cmd-site", "cmd site", {}), client_id="cmd-gateway")
+    received: list[tuple[str, bytes]] = []
+    arrived = asyncio.Event()
+
+    async def on_command(topic: str, payload: bytes) -> None:
+        received.append((topic, payload))
+        arrived.set()
+
+    sink.subscribe("pm/cmd-site/cmd-gateway/commands/#", on_command)
+    await sink.start()
+    try:
+        assert await sink.wait_connected(10)
+        await asyncio.sleep(0.2)  # the SUBSCRIBE goes out right after CONNACK
+        await asyncio.to_thread(
+            publish.single, "pm/cmd-site/cmd-gateway/commands/write", b'{"id": "r1"}',
+            qos=1, hostname="127.0.0.1", port=mosquitto.port,
+        )
+        await asyncio.wait_for(arrived.wait(), 10)
+        assert received == [("pm/cmd-site/cmd-gateway/commands/write", b'{"id": "r1"}')]
+        assert await sink.publish_now("pm/cmd-site/cmd-gateway/replies/r1", b'{"ok": true}')
+        assert mqtt.topic_matches_sub("pm/+/+/commands/#", received[0][0])
+    finally:
+        await sink.stop()
