@@ -59,6 +59,8 @@ def parse_size(value: Any) -> int:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Pause = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Timeout = Annotated[float, BeforeValidator(parse_duration), Field(ge=0.05, le=60)]
 Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
 
@@ -168,6 +170,30 @@ class HistorySinkConfig(Model):
     retention: Duration = 30 * 86400.0
 
 
+class ReportPolicy(Model):
+    """Report by exception: which readings go upstream over a thin (4G) link.
+
+    A point is sent when it changed by more than `deadband` (absolute) or `deadband_percent`
+    (of the last value sent), but not more often than `min_interval`, and at least every
+    `max_interval` as a heartbeat. A point whose quality changed is always sent.
+    """
+
+    deadband: float = Field(default=0.0, ge=0)
+    deadband_percent: float = Field(default=0.0, ge=0, le=100)
+    min_interval: Pause = 0.0
+    max_interval: Duration = 900.0
+
+
+class TlsConfig(Model):
+    """TLS to the broker: the CA that signed it, and our certificate if it asks for one."""
+
+    ca_file: Path | None = None  # None: the system's CA store
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: Secret | None = None
+    verify_hostname: bool = True
+
+
 class MqttSinkConfig(Model):
     """An MQTT broker that receives telemetry and status; `upstream:` is one of these."""
 
@@ -176,12 +202,19 @@ class MqttSinkConfig(Model):
     host: str
     port: int = Field(default=1883, gt=0, lt=65536)
     client_id: str | None = None
+    gateway_id: Identifier | None = None  # a topic level; None: the host name. Unique per broker
     username: str | None = None
     password: Secret | None = None
+    tls: TlsConfig | None = None
     topic_prefix: str = "pm"
     qos: Literal[0, 1, 2] = 1
     keepalive: Duration = 30.0
     batch_size: int = Field(default=500, gt=0)
+    compression: Literal["none", "gzip"] = "none"
+    report_by_exception: bool = False  # True: telemetry filtered by each point's ReportPolicy
+    report: ReportPolicy = ReportPolicy()  # the site default for points without their own
+    backlog_rate: float | None = Field(default=None, gt=0)  # messages/s when draining a backlog
+    commands: bool = True  # accept the platform's commands on this connection
 
 
 SinkConfig = Annotated[InfluxSinkConfig | HistorySinkConfig | MqttSinkConfig, Field(discriminator="type")]
@@ -202,8 +235,6 @@ DataType = Literal[
 ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 RegisterTable = Literal["holding", "input", "coil", "discrete"]
 Addressing = Literal["zero_based", "one_based", "modicon"]
-Pause = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-Timeout = Annotated[float, BeforeValidator(parse_duration), Field(ge=0.05, le=60)]
 
 BIT_TABLES = ("coil", "discrete")
 INTEGER_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64", "bcd16", "bcd32")
@@ -245,6 +276,7 @@ class ModbusPoint(Model):
     description: str | None = None
     writable: bool = False
     poll_group: Identifier | None = None  # None: the device's poll_interval
+    report: ReportPolicy | None = None  # upstream report by exception; None: the site default
 
     @model_validator(mode="before")
     @classmethod
@@ -370,6 +402,7 @@ class BacnetPoint(Model):
     name: str | None = None
     description: str | None = None
     poll_group: Identifier | None = None
+    report: ReportPolicy | None = None
 
     @model_validator(mode="after")
     def _valid_object(self) -> BacnetPoint:
@@ -406,6 +439,7 @@ class MqttPoint(Model):
     name: str | None = None
     description: str | None = None
     writable: bool = False  # published to `command_topic` by a write
+    report: ReportPolicy | None = None
 
     @model_validator(mode="after")
     def _valid_path(self) -> MqttPoint:
