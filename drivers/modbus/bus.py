@@ -137,9 +137,13 @@ class _Lanes:
 class Bus:
     """One serial line or TCP endpoint shared by the devices on it; see the module doc."""
 
-    def __init__(self, name: str, client_factory: ClientFactory, frame_gap: float = 0.0) -> None:
+    def __init__(
+        self, name: str, client_factory: ClientFactory, frame_gap: float = 0.0,
+        late_window: float = 0.0,
+    ) -> None:
         self.name = name
         self.frame_gap = frame_gap
+        self.late_window = late_window  # quiet after a timeout on RTU, for a late reply to pass
         self._factory = client_factory
         self._writes: deque[_Call] = deque()
         self._polls = _Lanes()
@@ -264,7 +268,8 @@ class Bus:
         else:
             self._silent = 0
         finished = loop.time()
-        self._quiet_until = finished + self.frame_gap + call.pause
+        quiet = self.late_window if reply.failure == "timeout" else self.frame_gap
+        self._quiet_until = finished + quiet + call.pause
         return Reply(reply.data, reply.exception_code, reply.failure, reply.error, finished - started)
 
     def _timed_out(self, client: Client, timeout: float) -> Reply:

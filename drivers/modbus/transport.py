@@ -108,6 +108,28 @@ def build_client(connection: Connection, timeout: float) -> ModbusBaseClient:
     )
 
 
+MAX_RTU_FRAME = 256  # bytes: the longest RTU frame
+UNKNOWN_LINE_LATE = 0.1  # seconds: RTU over TCP, behind a serial server of unknown speed
+
+
+def late_reply_window(connection: Connection) -> float:
+    """How long a reply may still arrive after its request timed out, on RTU.
+
+    RTU frames carry no transaction id: a late answer would be taken as the answer to the
+    next request to the same unit, so after a timeout the bus stays quiet this long, time
+    for the longest frame to finish on the line. Modbus TCP matches by transaction id.
+    """
+    if isinstance(connection, ModbusRtuConnection):
+        bits = 1 + connection.bytesize + (connection.parity != "N") + connection.stopbits
+        return MAX_RTU_FRAME * bits / connection.baudrate + frame_gap(connection)
+    if isinstance(connection, ModbusRtuOverTcpConnection):
+        return UNKNOWN_LINE_LATE
+    return 0.0
+
+
 def open_bus(connection: Connection) -> Bus:
     """A bus for the line or endpoint `connection` names; it connects on its first request."""
-    return Bus(bus_key(connection), partial(build_client, connection), frame_gap(connection))
+    return Bus(
+        bus_key(connection), partial(build_client, connection), frame_gap(connection),
+        late_window=late_reply_window(connection),
+    )

@@ -125,7 +125,7 @@ class SiteInfo(Model):
 
 class OutboxConfig(Model):
     flush_interval: Duration = 0.2
-    fsync: Literal["full", "normal", "off"] = "normal"
+    fsync: Literal["full", "normal", "off"] = "full"  # see docs/architecture.md: The outbox
     max_size: Size = 1024 * 1024 * 1024
 
 

@@ -23,6 +23,7 @@ import asyncio
 import email.utils
 import gzip
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -52,20 +53,27 @@ class _Refused(Exception):
         self.message = message
 
 
+RETRY_AFTER_MIN = 0.5  # a server asking for 0 s must not get a tight loop
+RETRY_AFTER_MAX = 300.0  # nor one asking for a day (or for ever) stall delivery that long
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from an HTTP Retry-After header: delta-seconds or an HTTP date."""
+    """Seconds from an HTTP Retry-After header (delta-seconds or an HTTP date), clamped to
+    [RETRY_AFTER_MIN, RETRY_AFTER_MAX]; None when absent or not a number or date."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(seconds, RETRY_AFTER_MIN), RETRY_AFTER_MAX)
 
 
 def server_message(body: bytes | str | None) -> str:
@@ -154,7 +162,17 @@ class InfluxSink(Sink):
         size = self.config.batch_size
         rejected_before = self.rejected
         for start in range(0, len(lines), size):
-            await self._deliver(lines[start : start + size], rejected_before)
+            chunk = lines[start : start + size]
+            refused_before = self.rejected
+            await self._deliver(chunk, rejected_before)
+            if len(chunk) > 1 and self.rejected - refused_before == len(chunk):
+                # Every line refused is rarely bad data and usually a wrong target (no such
+                # database, a proxy answering 400): keep the readings and retry instead.
+                self.rejected = refused_before
+                raise SinkUnavailable(
+                    f"influxdb refused all {len(chunk)} lines of a batch; keeping them and "
+                    "retrying (check database/bucket, or a proxy in between)"
+                )
         unlogged = self.rejected - rejected_before - _LOG_REFUSED_PER_SEND
         if unlogged > 0:
             log.warning("influxdb refused more lines; skipped", sink=self.name, lines=unlogged)

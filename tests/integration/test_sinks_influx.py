@@ -149,6 +149,34 @@ async def test_v1_refused_lines_are_logged_skipped_and_the_rest_lands(influxdb1,
     assert sorted(r["value"] for r in rows) == [0.5, 0.6, 12.0, 13.0]
 
 
+async def test_a_batch_refused_line_by_line_is_kept_not_dropped(influxdb1, v1_db) -> None:
+    # Every line refused is a wrong target more often than bad data: nothing is skipped.
+    seed = f"readings,device=other,point=x,site=s5 text=1 {int(TS * 1000) - 1000}"
+    services.influx1_write(influxdb1, v1_db, seed, precision="ms")
+    records = [
+        Record(i, f"r{i}", Kind.READING, Batch("pump1", TS + i, ("mode",), ["自动"]))
+        for i in range(1, 4)
+    ]
+    sink = _v1_sink(influxdb1, v1_db, "s5", batch_size=100)
+    try:
+        with pytest.raises(SinkUnavailable, match="refused all 3 lines"):
+            await sink.send(records)
+    finally:
+        await sink.stop()
+    assert (sink.written, sink.rejected) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("7", 7.0), ("0", 0.5), ("-3", 0.5), ("86400", 300.0), ("inf", None), ("nan", None),
+     ("soon", None), (None, None)],
+)
+def test_retry_after_is_honoured_within_sane_bounds(header, seconds) -> None:
+    from gateway.sinks.influx import parse_retry_after
+
+    assert parse_retry_after(header) == seconds
+
+
 async def test_v1_server_down_raises_then_the_same_records_land(influxdb1, v1_db) -> None:
     sink = _v1_sink(influxdb1, v1_db, "s3", timeout=2.0)
     records = _readings(2)

@@ -283,3 +283,17 @@ async def test_an_offline_device_is_polled_with_backoff_and_every_poll_has_quali
     task.cancel()
     assert driver.reads - reads >= 5
     assert pipeline.events[-1].body["online"] is True
+
+
+def test_after_a_timeout_an_rtu_line_stays_quiet_long_enough_for_a_late_reply_to_pass():
+    # RTU has no transaction id: a late answer must not be taken for the next request's.
+    from drivers.modbus.transport import late_reply_window
+    from gateway.config.models import ModbusRtuConnection, ModbusRtuOverTcpConnection
+
+    slow = ModbusRtuConnection(type="modbus_rtu", port="/dev/ttyUSB0", baudrate=9600)
+    fast = ModbusRtuConnection(type="modbus_rtu", port="/dev/ttyUSB0", baudrate=115200)
+    assert late_reply_window(slow) == pytest.approx(256 * 10 / 9600 + 3.5 * 10 / 9600)
+    assert late_reply_window(fast) < late_reply_window(slow)
+    over_tcp = ModbusRtuOverTcpConnection(type="modbus_rtu_over_tcp", host="10.0.0.9")
+    assert late_reply_window(over_tcp) == 0.1
+    assert late_reply_window(ModbusTcpConnection(host="x")) == 0.0
