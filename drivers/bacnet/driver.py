@@ -23,7 +23,7 @@ from bacpypes3.apdu import AbortPDU, ErrorPDU, ErrorRejectAbortNack, RejectPDU
 from bacpypes3.primitivedata import Null, ObjectIdentifier
 
 from drivers.bacnet.cov import CovSubscriptions, NoAnswer
-from drivers.bacnet.network import device_address
+from drivers.bacnet.network import device_address, router_address
 from drivers.bacnet.plan import (
     DEFAULT_GROUP,
     PointRead,
@@ -108,6 +108,9 @@ class BacnetDriver(Driver):
         self.connection: BacnetConnection = device.connection
         self.network = network
         self.address = device_address(self.connection.address)
+        router = router_address(self.connection.address)
+        if router is not None:
+            network.add_route(self.address.addrNet, router)
         self.plans: dict[str, ReadPlan] = compile_plans(device, profile)
         self._refs: dict[str, PointRead] = {
             read.name: read for plan in self.plans.values() for read in plan.point_reads
@@ -325,6 +328,13 @@ class BacnetDriver(Driver):
                     self._stats.error(f"abort_{_reason(exc)}")
                     raise
             except ErrorRejectAbortNack as exc:
+                if str(getattr(exc, "errorClass", "")) == "communication":
+                    # made up by our own stack (no route to the device's network, network
+                    # down) to look like the device's answer: the device never heard us
+                    self._stats.error(f"error_{_reason(exc)}")
+                    if attempt == retries:
+                        raise NoAnswer(f"not reachable: {_reason(exc)}") from None
+                    continue
                 self._stats.answer(loop.time() - started)
                 kind = "reject" if isinstance(exc, RejectPDU) else "error"
                 self._stats.error(f"{kind}_{_reason(exc)}")

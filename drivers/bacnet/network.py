@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from bacpypes3.apdu import (
 from bacpypes3.app import Application
 from bacpypes3.basetypes import HostNPort, IPMode
 from bacpypes3.errors import ServicesError
+from bacpypes3.ipv4.service import BIPForeign
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.networkport import NetworkPortObject
 from bacpypes3.pdu import Address
@@ -47,14 +49,35 @@ def device_address(text: str) -> Address:
     """A bacpypes3 Address from a device's configured address.
 
     '192.168.1.20' (port 47808), '192.168.1.20:47809', or 'network:mac' for a device
-    behind a BACnet router ('5:12', '5:192.168.5.20:47808').
+    behind a BACnet router ('5:12', '5:192.168.5.20:47808', '5:0xc0a80514bac0'), which may
+    name its router after '@' ('5:192.168.5.20:47808@192.168.1.1:47808').
     """
+    return _split_route(text)[0]
+
+
+def router_address(text: str) -> Address | None:
+    """The router named after '@' in a device's address, or None (then it is found by a
+    Who-Is-Router-To-Network broadcast the first time the device is asked)."""
+    return _split_route(text)[1]
+
+
+def _split_route(text: str) -> tuple[Address, Address | None]:
+    # parsed here rather than by bacpypes3, whose own '@route' only works with its
+    # process-wide route_aware setting, which also changes every source address it reports
+    device_text, at, router_text = text.strip().partition("@")
     try:
-        return Address(text.strip())
+        device = Address(device_text.strip())
+        router = Address(router_text.strip()) if at else None
     except (ValueError, TypeError) as exc:
         raise ValueError(
-            f"{text!r} is not a BACnet address; write host, host:port or network:mac"
+            f"{text!r} is not a BACnet address; write host, host:port or network:mac[@router]"
         ) from exc
+    if router is not None:
+        if device.addrType != Address.remoteStationAddr:
+            raise ValueError(f"{text!r}: only a 'network:mac' address goes through a router")
+        if getattr(router, "addrTuple", None) is None:
+            raise ValueError(f"{text!r}: the router must be an IPv4 host[:port]")
+    return device, router
 
 
 class _GatewayApplication(Application):
@@ -92,6 +115,8 @@ class BacnetNetwork:
         self._app: _GatewayApplication | None = None
         self._lock = asyncio.Lock()
         self._process_ids = itertools.count(1)
+        self._routes: dict[int, Address] = {}  # network number -> router, from device addresses
+        self._routes_applied: set[int] = set()
         self._log = log.bind(bacnet_address=local.address, device_instance=local.device_instance)
 
     @property
@@ -111,10 +136,36 @@ class BacnetNetwork:
 
         return BacnetDriver(device, profile, self)
 
+    @property
+    def foreign_device_status(self) -> str | None:
+        """None without `foreign_device`; else 'registered', 'registering', 'unregistered'
+        (not started, closed, or lapsed) or 'refused (0x0030)' when the BBMD said no."""
+        if self.local.foreign_device is None:
+            return None
+        link = self._foreign_link()
+        if link is None:
+            return "unregistered"
+        status = int(link.bbmdRegistrationStatus)
+        if status > 0:
+            return f"refused (0x{status:04x})"
+        return {0: "registered", -1: "registering"}.get(status, "unregistered")
+
+    def add_route(self, network: int, router: Address) -> None:
+        """Reach `network` through `router` (taken on the next start(), or now if started).
+
+        Without it the stack asks Who-Is-Router-To-Network by broadcast, which works on a
+        LAN but not where broadcasts do not reach the router.
+        """
+        known = self._routes.get(network)  # (bacpypes3 cannot compare an Address with None)
+        if known is None or known != router:
+            self._routes[network] = router
+            self._routes_applied.discard(network)
+
     async def start(self) -> None:
         """Bind the local address (and register with the BBMD when configured)."""
         async with self._lock:
             if self._app is not None:
+                await self._apply_routes()
                 return
             app = _build_application(self.local)
             app.cov_handlers = {}
@@ -125,6 +176,7 @@ class BacnetNetwork:
                 app.close()
                 raise OSError(f"cannot bind BACnet/IP to {self.local.address}") from exc
             self._app = app
+            await self._apply_routes()
             fd = self.local.foreign_device
             self._log.info(
                 "bacnet network started",
@@ -137,8 +189,27 @@ class BacnetNetwork:
             if self._app is None:
                 return
             app, self._app = self._app, None
+            self._routes_applied.clear()
+            await _unregister(app)
             app.close()
             self._log.info("bacnet network closed")
+
+    async def _apply_routes(self) -> None:
+        app = self._app
+        if app is None:
+            return
+        nsap = app.nsap
+        for network, router in self._routes.items():
+            if network in self._routes_applied:
+                continue
+            await nsap.router_info_cache.update_path_info(nsap.local_adapter.adapterNet, router, {network})
+            self._routes_applied.add(network)
+            self._log.info("bacnet route", network=network, router=str(router))
+
+    def _foreign_link(self) -> Any:
+        if self._app is None:
+            return None
+        return next((link for link in self._app.link_layers.values() if isinstance(link, BIPForeign)), None)
 
     def next_process_id(self) -> int:
         """A subscriber process identifier unique within this gateway."""
@@ -174,8 +245,27 @@ def _build_application(local: BacnetLocal) -> _GatewayApplication:
         bbmd = local.foreign_device.address
         port.bacnetIPMode = IPMode.foreign
         port.fdBBMDAddress = HostNPort(bbmd if ":" in bbmd else f"{bbmd}:{DEFAULT_PORT}")
-        port.fdSubscriptionLifetime = int(local.foreign_device.ttl)
+        # the BVLL field is whole seconds, 1..65535; bacpypes3 rejects 0 (a ttl under 1 s)
+        port.fdSubscriptionLifetime = min(65535, max(1, math.ceil(local.foreign_device.ttl)))
     return _GatewayApplication.from_object_list([device, port])
+
+
+async def _unregister(app: Application) -> None:
+    """Leave the BBMD's foreign-device table and stop the renewal timers.
+
+    bacpypes3's close() only closes the socket: its renewal timer keeps firing into the
+    closed transport ("Task exception was never retrieved" every few seconds, for the
+    life of the process) and the BBMD keeps forwarding broadcasts to us until the
+    registration lapses. unregister() sends the ttl-0 registration from a task it does
+    not return, so wait for the tasks it started before the socket goes.
+    """
+    for link in app.link_layers.values():
+        if isinstance(link, BIPForeign) and link.bbmdAddress is not None:
+            before = asyncio.all_tasks()
+            link.unregister()
+            started = asyncio.all_tasks() - before
+            if started:
+                await asyncio.wait(started, timeout=1.0)
 
 
 def _local_address(text: str) -> Address:

@@ -17,6 +17,7 @@ from typing import Any
 
 from bacpypes3.apdu import AbortPDU, AbortReason, ComplexAckPDU, ReadPropertyMultipleRequest
 from bacpypes3.app import Application
+from bacpypes3.basetypes import BDTEntry, IPMode
 from bacpypes3.errors import ExecutionError, UnrecognizedService
 from bacpypes3.local.analog import AnalogInputObject, AnalogOutputObject, AnalogValueObject
 from bacpypes3.local.binary import BinaryInputObject, BinaryOutputObject
@@ -51,6 +52,7 @@ class _QuirkyApplication(Application):
     cov: bool = True
     answer_limit: int | None = None  # abort complex acks longer than this (no segmentation)
     rpm_requests: int = 0
+    rpm_sources: list[Any]  # who asked, as this device saw it (a routed request shows SNET)
 
     async def do_SubscribeCOVRequest(self, apdu: Any) -> None:
         if not self.cov:
@@ -59,6 +61,7 @@ class _QuirkyApplication(Application):
 
     async def do_ReadPropertyMultipleRequest(self, apdu: ReadPropertyMultipleRequest) -> None:
         self.rpm_requests += 1
+        self.rpm_sources.append(apdu.pduSource)
         if not self.rpm:
             raise UnrecognizedService("no ReadPropertyMultiple here")
         await super().do_ReadPropertyMultipleRequest(apdu)
@@ -118,6 +121,7 @@ class TestDevice:
             objects.append(_CLASSES[kind](objectIdentifier=(kind, int(number)), **props))
         app = _QuirkyApplication.from_object_list(objects)
         app.rpm = self.rpm
+        app.rpm_sources = []
         app.cov = self.cov
         app.answer_limit = None if self.segmentation else self.max_apdu
         self.app = app
@@ -152,6 +156,50 @@ class TestDevice:
         return self.app.rpm_requests if self.app is not None else 0
 
 
+@dataclass
+class TestRouter:
+    """A bacpypes3 BACnet router between network 1 (`port1`) and network 2 (`port2`), both
+    on 127.0.0.1: a device on `port2`'s side is '2:127.0.0.1:<its port>' to a client on
+    network 1, reached only through `port1`."""
+
+    __test__ = False
+
+    instance: int
+    port1: int = field(default_factory=free_udp_port)
+    port2: int = field(default_factory=free_udp_port)
+    app: Application | None = None
+
+    @property
+    def address(self) -> str:
+        """Its address on network 1, where the gateway is."""
+        return f"127.0.0.1:{self.port1}"
+
+    async def start(self) -> None:
+        if self.app is not None:
+            return
+        device = DeviceObject(
+            objectIdentifier=("device", self.instance), objectName=f"router-{self.instance}",
+            vendorIdentifier=VENDOR_ID,
+        )
+        ports = [
+            NetworkPortObject(
+                f"127.0.0.1:{port}", objectIdentifier=("network-port", net), objectName=f"NetworkPort-{net}",
+                networkNumber=net, networkNumberQuality="configured",
+            )
+            for net, port in ((1, self.port1), (2, self.port2))
+        ]
+        self.app = Application.from_object_list([device, *ports])
+        for link in self.app.link_layers.values():
+            await asyncio.gather(*link.server._transport_tasks)
+
+    async def stop(self) -> None:
+        if self.app is None:
+            return
+        self.app.close()
+        self.app = None
+        await asyncio.sleep(0.05)
+
+
 async def start_all(*devices: TestDevice) -> None:
     for device in devices:
         await device.start()
@@ -160,3 +208,74 @@ async def start_all(*devices: TestDevice) -> None:
 async def stop_all(*devices: TestDevice) -> None:
     for device in devices:
         await device.stop()
+
+
+
+@dataclass
+class TestBBMD:
+    """A bacpypes3 BBMD on its own port: foreign devices register with it, and broadcasts
+    they distribute reach the peers in its broadcast distribution table (`peers`, each a
+    'host:port' with no mask, so forwarding is a unicast to that peer).
+
+    `registrations` lists every (address, ttl, was_still_registered) it accepted, renewals
+    included, so a test can see a registration renewed before it lapsed without timing it.
+    """
+
+    __test__ = False
+
+    instance: int
+    peers: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_udp_port)
+    app: Application | None = None
+    registrations: list[tuple[str, int, bool]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def link(self) -> Any:
+        assert self.app is not None, "BBMD is stopped"
+        return next(iter(self.app.link_layers.values()))
+
+    def foreign_devices(self) -> dict[str, int]:
+        """The foreign-device table now: {address: ttl}."""
+        return {str(entry.fdAddress): int(entry.fdTTL) for entry in self.link.bbmdFDT}
+
+    async def start(self) -> None:
+        if self.app is not None:
+            return
+        device = DeviceObject(
+            objectIdentifier=("device", self.instance), objectName=f"bbmd-{self.instance}",
+            vendorIdentifier=VENDOR_ID,
+        )
+        port = NetworkPortObject(self.address, objectIdentifier=("network-port", 1), objectName="NetworkPort-1")
+        port.bacnetIPMode = IPMode.bbmd
+        port.bbmdAcceptFDRegistrations = True
+        port.bbmdForeignDeviceTable = []
+        port.bbmdBroadcastDistributionTable = [BDTEntry(peer) for peer in self.peers]
+        self.app = Application.from_object_list([device, port])
+        link = self.link
+        accept, delete = link.register_foreign_device, link.delete_foreign_device_table_entry
+
+        def register(addr: Any, ttl: int) -> int:
+            self.registrations.append((str(addr), int(ttl), str(addr) in self.foreign_devices()))
+            self.changed.set()
+            return accept(addr, ttl)
+
+        def unregister(addr: Any) -> int:
+            self.changed.set()
+            return delete(addr)
+
+        link.register_foreign_device = register
+        link.delete_foreign_device_table_entry = unregister
+        await asyncio.gather(*link.server._transport_tasks)
+
+    async def stop(self) -> None:
+        if self.app is None:
+            return
+        self.link._fdt_clock_handle.cancel()  # bacpypes3 leaves its FDT clock ticking
+        self.app.close()
+        self.app = None
+        await asyncio.sleep(0.05)
