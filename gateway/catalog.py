@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.config.models import SiteConfig
+from gateway.config.models import ReportPolicy, SiteConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,8 @@ class DeviceInfo:
     units: dict[str, str] = field(default_factory=dict)  # point -> unit, where it has one
     point_names: dict[str, str] = field(default_factory=dict)  # point -> display name
     enums: dict[str, dict[int, str]] = field(default_factory=dict)  # point -> code -> text
+    # point -> its own upstream report-by-exception policy; others use the site default
+    reports: dict[str, ReportPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,5 +59,6 @@ class Catalog:
                 units={p: pt.unit for p, pt in profile.points.items() if pt.unit},
                 point_names={p: pt.name for p, pt in profile.points.items() if pt.name},
                 enums={p: pt.enum for p, pt in profile.points.items() if pt.enum},
+                reports={p: pt.report for p, pt in profile.points.items() if pt.report},
             )
         return cls(config.site.id, config.site.name, devices)

@@ -243,6 +243,41 @@ def _ms(milliseconds: float | None) -> str:
     return "-" if milliseconds is None else f"{milliseconds:.1f} ms"
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The command audit log; --verify checks its hash chain (exit 1 when broken)."""
+    from gateway.commands.audit import AUDIT_FILE, read_entries, verify
+
+    data_dir = Path(args.data_dir) if args.data_dir else load_or_exit(args.config).data_dir
+    path = data_dir / AUDIT_FILE
+    if not path.exists():
+        print(f"no audit log at {path}; no command has reached this gateway yet", file=sys.stderr)
+        return 1
+    if args.verify:
+        problems = verify(path)
+        if args.json:
+            print(json.dumps({"path": str(path), "ok": not problems, "problems": problems},
+                             ensure_ascii=False))
+        else:
+            for problem in problems:
+                print(f"{path}: {problem}")
+            entries = len(read_entries(path))
+            print(f"{path}: {entries} entries, " + (
+                "hash chain intact" if not problems
+                else f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"))
+        return 1 if problems else 0
+    entries = read_entries(path)
+    if args.json:
+        print(json.dumps(entries, ensure_ascii=False))
+        return 0
+    rows = [(e.get("seq"), e.get("ts"), e.get("who"), e.get("id"), e.get("type"), e.get("target"),
+             json.dumps(e.get("value"), ensure_ascii=False) if e.get("value") is not None else "-",
+             e.get("outcome"), (e.get("reason") or "-").splitlines()[0])
+            for e in entries]
+    print(format_table(("seq", "time (UTC)", "who", "request", "type", "target", "value",
+                        "outcome", "reason"), rows))
+    return 0
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
     """Who-Is, then each device's objects; a table, JSON, or profile and device files."""
     from drivers.bacnet.discover import (
@@ -349,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--data-dir")
     history.add_argument("--json", action="store_true")
+
+    audit = add("audit", cmd_audit, "the audit log of the platform's commands")
+    audit.add_argument("--verify", action="store_true",
+                       help="check the hash chain: exit 1 if a line was edited, inserted or deleted")
+    audit.add_argument("--data-dir", help="where audit.jsonl lives (default: data_dir from site.yaml)")
+    audit.add_argument("--json", action="store_true")
 
     discover = sub.add_parser("discover", help="find devices and write their device maps",
                               description="Who-Is, read each device's objects, print them; "

@@ -15,6 +15,7 @@ from drivers.base import Driver
 from drivers.registry import DriverSet
 from gateway import __version__
 from gateway.catalog import Catalog
+from gateway.commands import CommandHandler, attach_commands
 from gateway.config.models import SiteConfig
 from gateway.health import DeviceHealth
 from gateway.outbox import Outbox
@@ -47,8 +48,11 @@ class Gateway:
         self.driver_set = DriverSet(config.bacnet)  # owns the buses and clients devices share
         self.drivers: list[Driver] = []
         self.runners: list[SinkRunner] = []
-        self._poll_tasks: list[asyncio.Task[None]] = []
+        self._poll_tasks: list[asyncio.Task[None]] = []  # the devices' polls, watches and status
         self._sink_tasks: list[asyncio.Task[None]] = []
+        self._status_task: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+        self.commands: CommandHandler | None = None
 
     async def start(self) -> None:
         await self.outbox.open()
@@ -56,10 +60,20 @@ class Gateway:
             runner = SinkRunner(sink, self.outbox, linger=linger)
             self.runners.append(runner)
             self._sink_tasks.append(asyncio.create_task(runner.run(), name=f"sink:{sink.name}"))
-        for device in self.config.devices:
-            if not device.enabled:
-                continue
-            driver = self.driver_set.create(device, self.config.profiles[device.profile])
+        await self._start_devices(_create_drivers(self.config, self.driver_set))
+        self._status_task = asyncio.create_task(self.write_status_forever(), name="status")
+        self.commands = attach_commands(self)  # last: a command may need every driver
+        log.info(
+            "gateway started",
+            version=__version__, site=self.config.site.id, devices=len(self.drivers),
+            sinks=[r.name for r in self.runners], data_dir=str(self.data_dir),
+            commands=self.commands is not None,
+        )
+
+    async def _start_devices(self, drivers: list[Driver]) -> None:
+        """Start each driver with its poll timers, silence watch and periodic status."""
+        for driver in drivers:
+            device = driver.device
             await driver.start(self.pipeline.emit_batch)
             self.drivers.append(driver)
             health = self.health[device.id] = DeviceHealth(device.id, device.offline_after)
@@ -74,23 +88,75 @@ class Gateway:
                 self._poll_tasks.append(asyncio.create_task(watch, name=f"watch:{device.id}"))
             status = report_status_forever(driver, self.pipeline, health)
             self._poll_tasks.append(asyncio.create_task(status, name=f"status:{device.id}"))
-        self._poll_tasks.append(asyncio.create_task(self.write_status_forever(), name="status"))
-        log.info(
-            "gateway started",
-            version=__version__, site=self.config.site.id, devices=len(self.drivers),
-            sinks=[r.name for r in self.runners], data_dir=str(self.data_dir),
-        )
+
+    async def _stop_devices(self) -> None:
+        """Cancel the device tasks, stop the drivers and close the buses they share."""
+        tasks, self._poll_tasks = self._poll_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        drivers, self.drivers = self.drivers, []
+        await _bounded(asyncio.gather(*(d.stop() for d in drivers), return_exceptions=True), 1.0)
+        await _bounded(self.driver_set.close(), 1.0)
+
+    async def reload(self, config: SiteConfig) -> dict[str, object]:
+        """Apply a changed configuration's devices and profiles without a restart.
+
+        Drivers and their poll tasks restart with the new config; sinks, the outbox and the
+        upstream connection keep running, so nothing queued is lost. Every new driver is
+        created before an old one stops, so a config no driver can serve (ValueError)
+        changes nothing. What only a restart applies is named in "restart_needed".
+        """
+        async with self._reload_lock:
+            driver_set = DriverSet(config.bacnet)
+            try:
+                drivers = _create_drivers(config, driver_set)
+            except ValueError:
+                await driver_set.close()
+                raise
+            before = {d.id: d for d in self.config.devices}
+            after = {d.id: d for d in config.devices}
+            old_profiles = self.config.profiles
+            changed = sorted(
+                i for i in after.keys() & before.keys()
+                if after[i] != before[i]
+                or config.profiles[after[i].profile] != old_profiles.get(before[i].profile)
+            )
+            restart_needed = [
+                name for name in ("site", "sinks", "upstream", "outbox", "logging", "data_dir")
+                if getattr(config, name) != getattr(self.config, name)
+            ]
+            await self._stop_devices()
+            self.config = self.config.model_copy(
+                update={"profiles": config.profiles, "devices": config.devices, "bacnet": config.bacnet}
+            )
+            self.catalog.devices.clear()  # sinks hold this catalog: update it in place
+            self.catalog.devices.update(Catalog.from_config(self.config).devices)
+            self.driver_set = driver_set
+            self.health = {}
+            await self._start_devices(drivers)
+            summary: dict[str, object] = {
+                "devices": len(self.drivers),
+                "added": sorted(after.keys() - before.keys()),
+                "removed": sorted(before.keys() - after.keys()),
+                "changed": changed,  # the device's entry or its profile
+                "restart_needed": restart_needed,
+            }
+            log.info("configuration reloaded", site=self.config.site.id, **summary)
+            return summary
 
     async def stop(self, drain_timeout: float = 2.0) -> None:
         """Stop polling, commit what was read, give sinks a moment to deliver, close.
 
         Whatever a sink has not delivered stays in the outbox for the next start.
         """
-        for task in self._poll_tasks:
-            task.cancel()
-        await asyncio.gather(*self._poll_tasks, return_exceptions=True)
-        await _bounded(asyncio.gather(*(d.stop() for d in self.drivers), return_exceptions=True), 1.0)
-        await _bounded(self.driver_set.close(), 1.0)
+        if self.commands is not None:
+            await self.commands.close()  # before the drivers: a write in flight may finish
+        if self._status_task is not None:
+            self._status_task.cancel()
+            await asyncio.gather(self._status_task, return_exceptions=True)
+        async with self._reload_lock:
+            await self._stop_devices()
         await self.outbox.flush()
         await _bounded(asyncio.gather(*(r.drain(drain_timeout) for r in self.runners)), drain_timeout)
         for runner in self.runners:
@@ -144,6 +210,15 @@ class Gateway:
             except OSError as exc:
                 log.warning("could not write the status file", path=str(path), error=str(exc))
             await asyncio.sleep(every)
+
+
+def _create_drivers(config: SiteConfig, driver_set: DriverSet) -> list[Driver]:
+    """A driver for every enabled device; nothing connects until it is started."""
+    return [
+        driver_set.create(device, config.profiles[device.profile])
+        for device in config.devices
+        if device.enabled
+    ]
 
 
 def _replace_file(path: Path, text: str) -> None:

@@ -52,6 +52,11 @@ class OutboxStats:
     size_bytes: int = 0
 
 
+def _lane_key(sink: str, lane: str) -> str:
+    # "|" cannot occur in a sink name (an Identifier), so a lane never clashes with a sink.
+    return f"{sink}|{lane}"
+
+
 class Outbox:
     """Durable, bounded queue of records with one cursor per sink."""
 
@@ -318,6 +323,18 @@ class Outbox:
 
     def cursor(self, sink: str) -> int:
         return self._cursors.get(sink, 0)
+
+    # A sink with a priority lane (upstream: events before a backlog of readings) reads
+    # each lane after its own cursor. Lane cursors are persisted beside the sink's cursor
+    # but never hold records back: the sink's own cursor, the lowest of its lanes, does.
+
+    def lane_cursor(self, sink: str, lane: str) -> int:
+        """Where a sink's lane resumes: its own cursor, never behind the sink's cursor."""
+        return max(self._cursors.get(_lane_key(sink, lane), 0), self._cursors.get(sink, 0))
+
+    def advance_lane(self, sink: str, lane: str, seq: int) -> None:
+        """Move a lane's cursor once its records were confirmed (see `advance`)."""
+        self.advance(_lane_key(sink, lane), seq)
 
     async def wait_committed(self, after: int, timeout: float | None = None) -> bool:
         """Wait until something past `after` is committed; False on timeout."""

@@ -50,6 +50,7 @@ _PACKAGES = {MOSQUITTO: "mosquitto", INFLUXD: "influxdb", VICTORIA: "victoria-me
 
 __all__ = [
     "HOST",
+    "MosquittoTls",
     "Service",
     "free_port",
     "influx1_create_db",
@@ -307,8 +308,25 @@ def _clean_env(prefix: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- Mosquitto
 
 
-def start_mosquitto(workdir: Path | str) -> Service:
-    """Mosquitto 2.x: anonymous, no persistence, one listener on 127.0.0.1:free port."""
+@dataclass(frozen=True)
+class MosquittoTls:
+    """A TLS listener: the server's certificate and key, and the CA its clients' certificates
+    must chain to when ``require_certificate`` (mutual TLS)."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+
+
+def start_mosquitto(
+    workdir: Path | str, *, tls: MosquittoTls | None = None, persistence: bool = False
+) -> Service:
+    """Mosquitto 2.x: anonymous, one listener on 127.0.0.1:free port.
+
+    ``tls`` makes that listener TLS-only; ``persistence`` keeps retained messages and
+    persistent sessions (with their queued QoS 1 messages) across a stop() and start().
+    """
     binary = _require(MOSQUITTO)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -316,12 +334,24 @@ def start_mosquitto(workdir: Path | str) -> Service:
     def make() -> Service:
         port = free_port()
         conf = workdir / "mosquitto.conf"
+        tls_lines = [] if tls is None else [
+            f"cafile {tls.cafile}",
+            f"certfile {tls.certfile}",
+            f"keyfile {tls.keyfile}",
+            f"require_certificate {'true' if tls.require_certificate else 'false'}",
+            "tls_version tlsv1.2",
+        ]
+        persistence_lines = (
+            ["persistence true", f"persistence_location {workdir}/", "autosave_interval 0"]
+            if persistence else ["persistence false"]
+        )
         conf.write_text(
             "\n".join(
                 [
                     f"listener {port} {HOST}",
+                    *tls_lines,
                     "allow_anonymous true",
-                    "persistence false",
+                    *persistence_lines,
                     # Started as root, Mosquitto switches to the 'mosquitto' user, which cannot
                     # write the log in a root-owned temp dir; stay root (as anyone else,
                     # it does not switch).
@@ -334,6 +364,7 @@ def start_mosquitto(workdir: Path | str) -> Service:
                     "connection_messages true",
                     "log_timestamp_format %Y-%m-%dT%H:%M:%S",
                     "max_keepalive 65535",
+                    "max_queued_messages 100000",
                     "",
                 ]
             )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import socket
+import time
 from pathlib import Path
 
 from gateway.catalog import Catalog
@@ -10,9 +13,37 @@ from gateway.config.models import HistorySinkConfig, InfluxSinkConfig, MqttSinkC
 from gateway.sinks.base import Sink
 
 
-def default_client_id(config: SiteConfig) -> str:
-    """Unique per gateway on a shared broker: the site id and this machine's name."""
-    return f"{config.site.id}-{socket.gethostname()}"[:64]
+def default_client_id(config: SiteConfig, sink: MqttSinkConfig | None = None) -> str:
+    """Unique per gateway on a shared broker: the site id and the gateway id (the machine's
+    name unless configured), so two gateways of one site never take each other's session."""
+    upstream = sink or config.upstream
+    gateway = gateway_id(upstream) if upstream is not None else socket.gethostname()
+    suffix = "" if sink is None or sink is config.upstream else f"-{sink.name}"
+    return f"{config.site.id}-{gateway}{suffix}"[:64]
+
+
+def config_hash(config: SiteConfig) -> str:
+    """"sha256:<hex>" of the loaded configuration as canonical JSON (sorted keys, no spaces).
+
+    Profiles and devices are included; secrets' values and file locations are not (they
+    are excluded from the models' dumps), so the hash changes when what the gateway does
+    changes and can be shown to the platform without revealing anything.
+    """
+    data = config.model_dump(mode="json")
+    data["profiles"] = {k: p.model_dump(mode="json") for k, p in sorted(config.profiles.items())}
+    data["devices"] = sorted(
+        (d.model_dump(mode="json") for d in config.devices), key=lambda d: d["id"]
+    )
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def gateway_id(upstream: MqttSinkConfig) -> str:
+    """This gateway's topic level under its site: upstream.gateway_id, else the host name.
+
+    One function so the upstream topics and the commands topic can never disagree.
+    """
+    return upstream.gateway_id or socket.gethostname()
 
 
 def build_sinks(config: SiteConfig, catalog: Catalog, data_dir: Path) -> list[tuple[Sink, float]]:
@@ -22,14 +53,19 @@ def build_sinks(config: SiteConfig, catalog: Catalog, data_dir: Path) -> list[tu
     from gateway.sinks.mqtt import MqttSink
 
     sinks: list[tuple[Sink, float]] = []
+    started = time.time()
     for sink_config in config.all_sinks():
         if isinstance(sink_config, InfluxSinkConfig):
             sinks.append((InfluxSink(sink_config, catalog), sink_config.flush_interval))
         elif isinstance(sink_config, HistorySinkConfig):
             sinks.append((HistorySink(sink_config, data_dir), 0.0))
         elif isinstance(sink_config, MqttSinkConfig):
-            client_id = sink_config.client_id or default_client_id(config)
-            sinks.append((MqttSink(sink_config, catalog, client_id=client_id), 0.0))
+            client_id = sink_config.client_id or default_client_id(config, sink_config)
+            sink = MqttSink(
+                sink_config, catalog, client_id=client_id, gateway_id=gateway_id(sink_config),
+                config_hash=config_hash(config), started=started,
+            )
+            sinks.append((sink, 0.0))
     names = [sink.name for sink, _ in sinks]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:

@@ -1,18 +1,15 @@
-"""The MQTT sink: telemetry, events and gateway status to a broker (the upstream link).
+"""The MQTT sink: the upstream link to the central platform (contract: docs/upstream.md).
 
 paho-mqtt runs its own network thread (loop_start); its callbacks are bridged into
 the event loop with call_soon_threadsafe, so every piece of this sink's state is
 touched from the loop only. Because a PUBACK's callback is queued behind the code
 that published it, the mid is always registered before its confirmation is seen.
 
-Topics (prefix defaults to "pm"):
-
-- `<prefix>/<site>/gateway/status`   retained, QoS 1: birth {"state": "online"} on
-  every (re)connect, last will {"state": "offline"} if the connection dies, and an
-  explicit offline on a clean stop (a clean DISCONNECT does not fire the will).
-- `<prefix>/<site>/telemetry/<device>`  one message per batch.
-- `<prefix>/<site>/status/<device>`     device_status events, retained.
-- `<prefix>/<site>/events/<type>`       other events.
+Topics and payloads are built in `contract.py`: `<prefix>/<site>/<gateway>/gateway/status`
+(retained birth, last will and clean-stop offline), `.../telemetry/<device>`,
+`.../status/<device>` (retained) and `.../events/<type>`. Events go in a priority lane
+ahead of a telemetry backlog (the runner reads `priority_kinds` first); telemetry may be
+filtered by report by exception (`report.py`) and gzip-compressed.
 
 Every message carries the outbox record id; the runner resends on SinkUnavailable,
 so the platform sees duplicates with the same id, never gaps.
@@ -21,8 +18,7 @@ so the platform sees duplicates with the same id, never gaps.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,10 +28,15 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 import gateway
-from gateway.batch import Batch, Event, Kind, Quality, Record
+from gateway.batch import Batch, Event, Kind, Record
 from gateway.catalog import Catalog
 from gateway.config.models import MqttSinkConfig
+from gateway.sinks import contract
 from gateway.sinks.base import Sink, SinkUnavailable
+from gateway.sinks.contract import iso_utc  # noqa: F401  (re-exported: callers import it here)
+from gateway.sinks.factory import gateway_id as default_gateway_id
+from gateway.sinks.report import ReportFilter, policy_lookup
+from gateway.sinks.tls import TlsSetupError, diagnose, ssl_context
 
 log = structlog.get_logger(__name__)
 
@@ -43,48 +44,59 @@ PUBACK_TIMEOUT = 10.0  # seconds a send waits for the broker to confirm every me
 MessageHandler = Callable[[str, bytes], Awaitable[None] | None]
 STOP_TIMEOUT = 2.0
 _MAX_INFLIGHT = 1000
-_TOPIC_UNSAFE = str.maketrans({"+": "_", "#": "_", "/": "_", "\0": "_"})
-
-
-def iso_utc(ts: float) -> str:
-    """Seconds since the epoch → ISO-8601 UTC with milliseconds, e.g. 2024-05-01T08:00:00.123Z."""
-    seconds, millis = divmod(round(ts * 1000), 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-
-
-def _dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
-
-
-def _segment(name: str) -> str:
-    """A topic level made safe: wildcards and separators would change the topic's meaning."""
-    return name.translate(_TOPIC_UNSAFE) or "_"
 
 
 class MqttSink(Sink):
     """Publishes readings and events to an MQTT broker; each send waits for every PUBACK."""
 
+    priority_kinds = frozenset({Kind.EVENT})  # the runner sends pending events first
+
     def __init__(
-        self, config: MqttSinkConfig, catalog: Catalog, client_id: str | None = None
+        self,
+        config: MqttSinkConfig,
+        catalog: Catalog,
+        client_id: str | None = None,
+        *,
+        gateway_id: str | None = None,
+        config_hash: str | None = None,
+        started: float | None = None,
     ) -> None:
         super().__init__(config.name)
         self.config = config
         self.catalog = catalog
         self.max_batch = config.batch_size
-        self.client_id = client_id or config.client_id or f"{catalog.site_id}-gateway"
+        self.backlog_rate = config.backlog_rate  # records/s while a backlog drains
         self.site = catalog.site_id
-        base = f"{config.topic_prefix}/{_segment(self.site)}"
-        self.status_topic = f"{base}/gateway/status"
-        self._telemetry = f"{base}/telemetry/"
-        self._device_status = f"{base}/status/"
-        self._events = f"{base}/events/"
+        # the topic level; without one configured or given, the host name (see factory)
+        self.gateway_id = gateway_id or default_gateway_id(config)
+        self.client_id = client_id or config.client_id or f"{self.site}-{self.gateway_id}"[:64]
+        self.identity = contract.Identity(self.site, self.gateway_id)
+        self.topics = contract.Topics.of(config.topic_prefix, self.site, self.gateway_id)
+        self.status_topic = self.topics.gateway_status
+        self.info = contract.GatewayInfo(
+            client_id=self.client_id,
+            version=gateway.__version__,
+            started=started if started is not None else time.time(),
+            config_hash=config_hash,
+            compression=config.compression,
+            report_by_exception=config.report_by_exception,
+        )
+        self.report: ReportFilter | None = None
+        if config.report_by_exception:
+            self.report = ReportFilter(
+                policy_lookup(config.report, lambda device: catalog.device(device).reports)
+            )
         self.published = 0
+        self.last_connect_error: str | None = None
         self._client: mqtt.Client | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._setup_error: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._connected_event: asyncio.Event | None = None
         self._pending: dict[int, asyncio.Future[bool]] = {}  # mid -> True on PUBACK, False if lost
         self._refused_logged = False
+        self._diagnosis: asyncio.Task[None] | None = None
         self._stopping = False
         self._subscriptions: dict[str, tuple[MessageHandler, int]] = {}
         self._handlers: set[asyncio.Future[Any]] = set()
@@ -152,20 +164,32 @@ class MqttSink(Sink):
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._connected_event = asyncio.Event()
+        if self.config.tls is not None:
+            try:
+                self._tls = ssl_context(self.config.tls)
+            except TlsSetupError as exc:
+                # A config mistake, not an outage: said once, loudly; send() keeps refusing.
+                self._setup_error = f"mqtt TLS setup failed: {exc}"
+                log.error("mqtt TLS setup failed", sink=self.name, error=str(exc))
+                return
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             clean_session=True,
             protocol=mqtt.MQTTv311,
         )
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
         if self.config.username:
             password = self.config.password.reveal() if self.config.password else None
             client.username_pw_set(self.config.username, password or None)
-        client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
+        will = contract.gateway_status(self.identity, self.info, "offline", "connection_lost")
+        client.will_set(self.status_topic, contract.dumps(will), qos=1, retain=True)
         client.max_inflight_messages_set(_MAX_INFLIGHT)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.connect_timeout = 5.0
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -192,8 +216,13 @@ class MqttSink(Sink):
             return
         self._stopping = True
         deadline = time.monotonic() + STOP_TIMEOUT
+        if self._diagnosis is not None:
+            self._diagnosis.cancel()
         if self._connected:
-            info = client.publish(self.status_topic, self._status("offline"), qos=1, retain=True)
+            stopped = contract.gateway_status(
+                self.identity, self.info, "offline", "stopped", now=time.time()
+            )
+            info = client.publish(self.status_topic, contract.dumps(stopped), qos=1, retain=True)
             while not info.is_published() and time.monotonic() < deadline - 0.5 and self._connected:
                 await asyncio.sleep(0.02)
         client.disconnect()
@@ -214,10 +243,14 @@ class MqttSink(Sink):
             self._call(self._refused, str(reason_code))
             return
         # Birth first, from the network thread, so it precedes anything resent after a reconnect.
-        client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        birth = contract.gateway_status(self.identity, self.info, "online", now=time.time())
+        client.publish(self.status_topic, contract.dumps(birth), qos=1, retain=True)
         for topic, (_handler, qos) in list(self._subscriptions.items()):
             client.subscribe(topic, qos)
         self._call(self._set_connected)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._call(self._connect_failed)
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
@@ -244,6 +277,7 @@ class MqttSink(Sink):
             return
         self._connected = True
         self._refused_logged = False
+        self.last_connect_error = None
         if self._connected_event is not None:
             self._connected_event.set()
         log.info(
@@ -279,6 +313,25 @@ class MqttSink(Sink):
                 reason=reason,
             )
 
+    def _connect_failed(self) -> None:
+        """paho could not connect (TCP or TLS); find out why, once per outage."""
+        if self._diagnosis is None and self.last_connect_error is None and not self._stopping:
+            self._diagnosis = asyncio.ensure_future(self._diagnose())
+
+    async def _diagnose(self) -> None:
+        try:
+            reason = await asyncio.to_thread(
+                diagnose, self.config.host, self.config.port, self._tls
+            )
+            self.last_connect_error = reason or "connection failed (the broker closed it)"
+            log.error(
+                "mqtt cannot connect to the broker",
+                sink=self.name, host=self.config.host, port=self.config.port,
+                tls=self._tls is not None, reason=self.last_connect_error,
+            )
+        finally:
+            self._diagnosis = None
+
     def _confirmed(self, mid: int) -> None:
         future = self._pending.pop(mid, None)
         if future is not None and not future.done():
@@ -287,17 +340,35 @@ class MqttSink(Sink):
     # --- sending ---------------------------------------------------------------------
 
     async def send(self, records: list[Record]) -> None:
+        """Publish every record (telemetry filtered by report by exception, if on) and
+        return once the broker confirmed each message; raise SinkUnavailable otherwise."""
         client = self._client
+        if self._setup_error is not None:
+            raise SinkUnavailable(self._setup_error)
         if client is None or not self._connected:
+            reason = f": {self.last_connect_error}" if self.last_connect_error else ""
             raise SinkUnavailable(
-                f"not connected to mqtt broker {self.config.host}:{self.config.port}"
+                f"not connected to mqtt broker {self.config.host}:{self.config.port}{reason}"
             )
+        try:
+            messages = [m for record in records if (m := self._message(record)) is not None]
+            await self._publish_all(client, messages)
+        except BaseException:
+            if self.report is not None:
+                self.report.rollback()  # the retry must decide the same way
+            raise
+        if self.report is not None:
+            self.report.commit()
+        self.published += len(messages)
+
+    async def _publish_all(
+        self, client: mqtt.Client, messages: list[tuple[str, bytes, bool]]
+    ) -> None:
         assert self._loop is not None
         qos = self.config.qos
         futures: list[asyncio.Future[bool]] = []
         # No await in this loop: PUBACK callbacks queue behind it, after each mid is registered.
-        for record in records:
-            topic, payload, retain = self._message(record)
+        for topic, payload, retain in messages:
             info = client.publish(topic, payload, qos=qos, retain=retain)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 self._forget(futures)
@@ -305,6 +376,8 @@ class MqttSink(Sink):
             future = self._loop.create_future()
             self._pending[info.mid] = future
             futures.append(future)
+        if not futures:
+            return
         try:
             confirmed = await asyncio.wait_for(asyncio.gather(*futures), PUBACK_TIMEOUT)
         except TimeoutError:
@@ -314,7 +387,6 @@ class MqttSink(Sink):
             ) from None
         if not all(confirmed):
             raise SinkUnavailable("mqtt connection lost before the broker confirmed every message")
-        self.published += len(futures)
 
     def _forget(self, futures: list[asyncio.Future[bool]]) -> None:
         wanted = set(map(id, futures))
@@ -324,54 +396,21 @@ class MqttSink(Sink):
             if not future.done():
                 future.cancel()
 
-    def _message(self, record: Record) -> tuple[str, bytes, bool]:
-        """Topic, JSON payload and retain flag for one record."""
+    def _message(self, record: Record) -> tuple[str, bytes, bool] | None:
+        """Topic, payload and retain flag for one record; None when report by exception
+        leaves every point of a batch out."""
         item = record.item
         if record.kind == Kind.READING:
             assert isinstance(item, Batch)
-            return (
-                self._telemetry + _segment(item.device),
-                self._telemetry_body(record.id, item),
-                False,
-            )
+            batch = self.report.filter(item) if self.report is not None else item
+            if batch is None:
+                return None
+            payload = contract.dumps(contract.telemetry(self.identity, record.id, record.seq, batch))
+            if self.config.compression == "gzip":
+                payload = contract.compress(payload)
+            return self.topics.telemetry(batch.device), payload, False
         assert isinstance(item, Event)
-        body: dict[str, Any] = {
-            "id": record.id,
-            "site": self.site,
-            "device": item.device,
-            "ts": iso_utc(item.ts),
-            "type": item.type,
-        }
-        for key, value in item.body.items():
-            body.setdefault(key, value)  # the envelope wins over a body field of the same name
+        body = contract.dumps(contract.event(self.identity, record.id, record.seq, item))
         if item.type == "device_status" and item.device:
-            return self._device_status + _segment(item.device), _dumps(body), True
-        return self._events + _segment(item.type), _dumps(body), False
-
-    def _telemetry_body(self, record_id: str, batch: Batch) -> bytes:
-        values: dict[str, Any] = {}
-        quality: dict[str, str] = {}
-        for point, value, q in batch.items():
-            if q != Quality.GOOD:
-                quality[point] = str(q)
-            elif isinstance(value, float) and not math.isfinite(value):
-                quality[point] = str(Quality.OUT_OF_RANGE)  # JSON has no NaN or infinity
-            else:
-                values[point] = value
-        body: dict[str, Any] = {
-            "id": record_id,
-            "site": self.site,
-            "device": batch.device,
-            "ts": iso_utc(batch.ts),
-            "values": values,
-        }
-        if quality:
-            body["quality"] = quality
-        return _dumps(body)
-
-    def _status(self, state: str) -> bytes:
-        body: dict[str, Any] = {"state": state, "site": self.site, "gateway": self.client_id}
-        if state == "online":
-            body["version"] = gateway.__version__
-        body["ts"] = iso_utc(time.time())
-        return _dumps(body)
+            return self.topics.device_status(item.device), body, True
+        return self.topics.event(item.type), body, False

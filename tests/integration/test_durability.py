@@ -73,7 +73,7 @@ def test_every_batch_committed_before_sigkill_arrives_after_restart(
         assert not any(cursors(data_dir).get(s, 0) >= committed[0][0] for s in SINKS)
 
         # The sinks come back.
-        subscriber = Subscriber("127.0.0.1", mosquitto.port, f"pm/{site_id}/telemetry/#")
+        subscriber = Subscriber("127.0.0.1", mosquitto.port, f"pm/{site_id}/+/telemetry/#")
         site = write_site(tmp_path / "site", site_id=site_id, devices=devices, sinks=reachable,
                           poll_interval="100ms", flush_interval="100ms")
         gateway = GatewayProcess(site, data_dir).start()

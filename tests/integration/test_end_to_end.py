@@ -133,7 +133,7 @@ def test_a_killed_gateway_leaves_its_last_will_on_the_status_topic(tmp_path, fre
     with StaticDevice(free_port):
         gateway.start()
         try:
-            subscriber = Subscriber("127.0.0.1", mosquitto.port, f"pm/{site_id}/gateway/status")
+            subscriber = Subscriber("127.0.0.1", mosquitto.port, f"pm/{site_id}/+/gateway/status")
             wait_until(lambda: subscriber.on("/gateway/status"), 20, "the birth message")
             assert subscriber.on("/gateway/status")[0]["state"] == "online"
             gateway.kill()
@@ -142,7 +142,7 @@ def test_a_killed_gateway_leaves_its_last_will_on_the_status_topic(tmp_path, fre
                 "the last will",
             )
             # A late subscriber sees the retained state: offline.
-            late = Subscriber("127.0.0.1", mosquitto.port, f"pm/{site_id}/gateway/status")
+            late = Subscriber("127.0.0.1", mosquitto.port, f"pm/{site_id}/+/gateway/status")
             wait_until(lambda: late.messages, 5, "the retained status")
             topic, payload, retained = late.messages[0]
             assert retained and payload["state"] == "offline"

@@ -80,9 +80,8 @@ def _catalog(site: str) -> Catalog:
 
 
 def _sink(service: Any, site: str, client_id: str) -> MqttSink:
-    return MqttSink(
-        MqttSinkConfig(host=service.host, port=service.port), _catalog(site), client_id=client_id
-    )
+    config = MqttSinkConfig(host=service.host, port=service.port, gateway_id=client_id)
+    return MqttSink(config, _catalog(site), client_id=client_id)
 
 
 def _site() -> str:
@@ -130,13 +129,16 @@ async def test_birth_telemetry_and_retained_device_status(mosquitto) -> None:
     # (offline, from the clean stop) and the device status.
     late = Subscriber(mosquitto.host, mosquitto.port, f"pm/{site}/#")
     try:
-        status, retained = late.wait_for(f"pm/{site}/gateway/status")
+        status, retained = late.wait_for(f"pm/{site}/gw-a/gateway/status")
         assert retained and status["state"] == "offline" and status["gateway"] == "gw-a"
-        device_status, retained = late.wait_for(f"pm/{site}/status/pump1")
+        assert status["reason"] == "stopped"
+        device_status, retained = late.wait_for(f"pm/{site}/gw-a/status/pump1")
         assert retained
         assert device_status == {
             "id": "ev-3",
+            "seq": 3,
             "site": site,
+            "gateway": "gw-a",
             "device": "pump1",
             "ts": "2024-05-06T12:53:20.123Z",
             "type": "device_status",
@@ -158,8 +160,8 @@ async def test_subscriber_sees_birth_then_telemetry_in_order(mosquitto) -> None:
     await sink.start()
     try:
         assert await sink.wait_connected(5)
-        birth, _ = watcher.wait_for(f"pm/{site}/gateway/status", state="online")
-        assert birth["site"] == site and birth["gateway"] == "gw-b"
+        birth, _ = watcher.wait_for(f"pm/{site}/gw-b/gateway/status", state="online")
+        assert birth["site"] == site and birth["gateway"] == "gw-b" and birth["client_id"] == "gw-b"
         assert birth["version"] == gateway.__version__ and birth["ts"].endswith("Z")
         await sink.send(
             [
@@ -177,11 +179,13 @@ async def test_subscriber_sees_birth_then_telemetry_in_order(mosquitto) -> None:
                 )
             ]
         )
-        telemetry, retained = watcher.wait_for(f"pm/{site}/telemetry/pump1")
+        telemetry, retained = watcher.wait_for(f"pm/{site}/gw-b/telemetry/pump1")
         assert not retained
         assert telemetry == {
             "id": "rec-1",
+            "seq": 1,
             "site": site,
+            "gateway": "gw-b",
             "device": "pump1",
             "ts": "2024-05-06T12:53:20.000Z",
             "values": {"p": 1.5},
@@ -190,12 +194,12 @@ async def test_subscriber_sees_birth_then_telemetry_in_order(mosquitto) -> None:
         await sink.send(
             [Record(2, "rec-2", Kind.READING, Batch("pump1", 1_715_000_001.0, ("p",), [2]))]
         )
-        body, _ = watcher.wait_for(f"pm/{site}/telemetry/pump1", id="rec-2")
+        body, _ = watcher.wait_for(f"pm/{site}/gw-b/telemetry/pump1", id="rec-2")
         assert "quality" not in body  # omitted when every point is good
         # the retained birth is there for anyone subscribing later
-        late = Subscriber(mosquitto.host, mosquitto.port, f"pm/{site}/gateway/status")
+        late = Subscriber(mosquitto.host, mosquitto.port, f"pm/{site}/gw-b/gateway/status")
         try:
-            birth, retained = late.wait_for(f"pm/{site}/gateway/status")
+            birth, retained = late.wait_for(f"pm/{site}/gw-b/gateway/status")
             assert retained and birth["state"] == "online"
         finally:
             late.close()
@@ -213,7 +217,7 @@ from gateway.sinks.mqtt import MqttSink
 
 async def main():
     configure("warning", "json")  # logs to stderr; stdout carries only "ready"
-    sink = MqttSink(MqttSinkConfig(host=sys.argv[1], port=int(sys.argv[2])),
+    sink = MqttSink(MqttSinkConfig(host=sys.argv[1], port=int(sys.argv[2]), gateway_id="gw-killed"),
                     Catalog(sys.argv[3], "site", {}), client_id="gw-killed")
     await sink.start()
     if not await sink.wait_connected(10):
@@ -227,7 +231,7 @@ asyncio.run(main())
 
 async def test_killed_gateway_gets_its_last_will_delivered(mosquitto) -> None:
     site = _site()
-    watcher = Subscriber(mosquitto.host, mosquitto.port, f"pm/{site}/gateway/status")
+    watcher = Subscriber(mosquitto.host, mosquitto.port, f"pm/{site}/gw-killed/gateway/status")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, mosquitto.host, str(mosquitto.port), site],
@@ -239,11 +243,14 @@ async def test_killed_gateway_gets_its_last_will_delivered(mosquitto) -> None:
         assert child.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 15)
         assert line.strip() == b"ready"
-        watcher.wait_for(f"pm/{site}/gateway/status", state="online")
+        watcher.wait_for(f"pm/{site}/gw-killed/gateway/status", state="online")
         child.send_signal(signal.SIGKILL)  # no DISCONNECT: only the will can tell
         child.wait(5)
-        will, _ = watcher.wait_for(f"pm/{site}/gateway/status", timeout=5, state="offline")
-        assert will["site"] == site and will["gateway"] == "gw-killed" and "ts" in will
+        will, _ = watcher.wait_for(
+            f"pm/{site}/gw-killed/gateway/status", timeout=5, state="offline"
+        )
+        assert will["site"] == site and will["gateway"] == "gw-killed"
+        assert will["reason"] == "connection_lost" and "ts" not in will  # registered at connect
     finally:
         if child.poll() is None:
             child.kill()
@@ -269,9 +276,9 @@ async def test_broker_down_raises_then_reconnects_and_delivers(mosquitto) -> Non
         try:
             assert await sink.wait_connected(15), "sink did not reconnect"
             await sink.send([record])  # what the runner does after SinkUnavailable
-            body, _ = watcher.wait_for(f"pm/{site}/telemetry/pump1", id="rec-outage")
+            body, _ = watcher.wait_for(f"pm/{site}/gw-c/telemetry/pump1", id="rec-outage")
             assert body["values"] == {"p": 3.25}
-            watcher.wait_for(f"pm/{site}/gateway/status", state="online")  # birth again
+            watcher.wait_for(f"pm/{site}/gw-c/gateway/status", state="online")  # birth again
         finally:
             watcher.close()
     finally:

@@ -1,0 +1,73 @@
+"""Whether a write may go to a device at all: checked against the profile before any driver
+is asked, so a refused write never touches the field bus.
+
+The drivers check again (defence in depth: a driver is also used by tools), but the
+gateway's answer to the platform must not depend on a driver remembering to.
+"""
+
+from __future__ import annotations
+
+import math
+
+from drivers.base import Driver
+from gateway.commands.models import WriteCommand
+from gateway.config.models import BacnetPoint, SiteConfig
+
+
+class Refused(Exception):
+    """The command is not run; the message tells the platform why."""
+
+
+def writable_driver(config: SiteConfig, drivers: list[Driver], command: WriteCommand) -> Driver:
+    """The running driver that may take this write; Refused when the device is unknown or
+    disabled, the point unknown or not marked writable, the value of the wrong kind or
+    outside the point's min/max, or a priority given for a point without priorities."""
+    device = next((d for d in config.devices if d.id == command.device), None)
+    if device is None:
+        raise Refused(f"unknown device {command.device!r}{known(d.id for d in config.devices)}")
+    driver = next((d for d in drivers if d.device.id == command.device), None)
+    if driver is None:
+        raise Refused(f"device {command.device} is disabled in the configuration")
+    profile = config.profiles[device.profile]
+    point = profile.points.get(command.point)
+    if point is None:
+        raise Refused(
+            f"device {command.device} has no point {command.point!r}"
+            f"{known(profile.points)} (profile {profile.id})"
+        )
+    if not point.writable:
+        raise Refused(
+            f"point {command.point} of {command.device} is not writable "
+            f"(profile {profile.id} does not mark it writable: true)"
+        )
+    if command.priority is not None and not isinstance(point, BacnetPoint):
+        raise Refused("priority applies to BACnet points only")
+    check_range(command.value, point.min, point.max, f"{command.point} of {command.device}")
+    return driver
+
+
+def check_range(value: object, low: float | None, high: float | None, what: str) -> None:
+    """Refused unless a bounded point gets a finite number within [low, high]."""
+    if low is None and high is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Refused(f"{what} takes a number, not {value!r}")
+    if not math.isfinite(value):
+        raise Refused(f"{what} takes a finite number, not {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise Refused(f"{value!r} is outside the allowed range of {what}: {_range(low, high)}")
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is None:
+        return f"at most {high:g}"
+    if high is None:
+        return f"at least {low:g}"
+    return f"{low:g} to {high:g}"
+
+
+def known(names: object, limit: int = 20) -> str:
+    """"; known: a, b, c" to append to an error, at most `limit` names."""
+    listed = sorted(names)  # type: ignore[call-overload]
+    more = f" and {len(listed) - limit} more" if len(listed) > limit else ""
+    return f"; known: {', '.join(listed[:limit])}{more}" if listed else ""
