@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 STATUS_FILE = "status.json"
 STATUS_FILE_EVERY = 5.0  # seconds
+STOP_BUDGET = 4.5  # seconds for the whole shutdown: SIGTERM must end within 5 s
 
 
 class Gateway:
@@ -96,8 +97,8 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         drivers, self.drivers = self.drivers, []
-        await _bounded(asyncio.gather(*(d.stop() for d in drivers), return_exceptions=True), 1.0)
-        await _bounded(self.driver_set.close(), 1.0)
+        await _bounded(asyncio.gather(*(d.stop() for d in drivers), return_exceptions=True), 0.5)
+        await _bounded(self.driver_set.close(), 0.5)
 
     async def reload(self, config: SiteConfig) -> dict[str, object]:
         """Apply a changed configuration's devices and profiles without a restart.
@@ -145,33 +146,47 @@ class Gateway:
             log.info("configuration reloaded", site=self.config.site.id, **summary)
             return summary
 
-    async def stop(self, drain_timeout: float = 2.0) -> None:
+    async def stop(self, budget: float = STOP_BUDGET) -> None:
         """Stop polling, commit what was read, give sinks a moment to deliver, close.
 
+        Every step has its share of one `budget`, so SIGTERM ends in time even with a hung
+        device and dead peers; a step that fails is logged and the next runs all the same.
         Whatever a sink has not delivered stays in the outbox for the next start.
         """
-        if self.commands is not None:
-            await self.commands.close()  # before the drivers: a write in flight may finish
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+
+        def until(reserve: float) -> float:
+            """Seconds left for a step that must leave `reserve` for the steps after it."""
+            return max(0.05, deadline - reserve - loop.time())
+
+        if self.commands is not None:  # before the drivers: a write in flight may finish
+            await _step("commands", self.commands.close(), min(1.0, until(3.5)))
         if self._status_task is not None:
             self._status_task.cancel()
             await asyncio.gather(self._status_task, return_exceptions=True)
-        async with self._reload_lock:
-            await self._stop_devices()
-        await self.outbox.flush()
-        await _bounded(asyncio.gather(*(r.drain(drain_timeout) for r in self.runners)), drain_timeout)
+        await _step("devices", self._stop_devices_locked(), until(3.0))
+        await _step("outbox flush", self.outbox.flush(), until(2.5))
+        drain = until(1.5)
+        await _step("drain", asyncio.gather(*(r.drain(drain) for r in self.runners)), drain)
         for runner in self.runners:
             runner.stop()
         for task in self._sink_tasks:
             task.cancel()
-        await asyncio.gather(*self._sink_tasks, return_exceptions=True)
-        await _bounded(
-            asyncio.gather(*(r.sink.stop() for r in self.runners), return_exceptions=True), 1.0
+        await _step("sink tasks", asyncio.gather(*self._sink_tasks, return_exceptions=True), 0.5)
+        await _step(
+            "sinks", asyncio.gather(*(r.sink.stop() for r in self.runners), return_exceptions=True),
+            until(0.3),
         )
-        await self.outbox.close()
+        await _step("outbox close", self.outbox.close(), until(0.0))
         log.info(
             "gateway stopped", site=self.config.site.id,
             undelivered=self.outbox.backlog(), dropped=self.outbox.stats.dropped_readings,
         )
+
+    async def _stop_devices_locked(self) -> None:
+        async with self._reload_lock:
+            await self._stop_devices()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
@@ -225,6 +240,16 @@ def _replace_file(path: Path, text: str) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+async def _step(what: str, awaitable, timeout: float) -> None:
+    """One shutdown step, bounded in time; its failure is logged, never raised."""
+    try:
+        await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        log.warning("shutdown step ran out of time", step=what, seconds=round(timeout, 2))
+    except Exception as exc:
+        log.error("shutdown step failed", step=what, error=repr(exc))
 
 
 async def _bounded(awaitable, timeout: float) -> None:

@@ -16,8 +16,9 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_kind ON records (kind, seq);
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
+MAX_UNCOMMITTED = 200_000  # records held in memory while commits fail (readings go first)
 # Fraction of max_size to free when the outbox is full, so we do not trim on every commit.
 _TRIM_FRACTION = 0.1
 _COMPACT_EVERY = 5.0  # seconds between deleting records every sink has confirmed
@@ -163,13 +165,37 @@ class Outbox:
         compact = time.monotonic() - self._last_compact >= _COMPACT_EVERY
         if compact:
             self._last_compact = time.monotonic()
-        last_seq = await self._run(self._commit_sync, pending, cursors, compact)
+        try:
+            last_seq = await self._run(self._commit_sync, pending, cursors, compact)
+        except BaseException:
+            # Nothing was committed: put the work back for the next try, ahead of what came
+            # meanwhile, so no record is lost to a locked database or a full disk.
+            self._pending[:0] = pending
+            self._dirty_cursors = {**cursors, **self._dirty_cursors}
+            self._bound_memory()
+            raise
         if last_seq > self.stats.committed_seq:
             self.stats.committed_seq = last_seq
             async with self._committed:
                 self._committed.notify_all()
 
+    def _bound_memory(self) -> None:
+        """While commits fail, keep at most MAX_UNCOMMITTED records in memory: the oldest
+        readings go first (counted), events never."""
+        excess = len(self._pending) - MAX_UNCOMMITTED
+        if excess <= 0:
+            return
+        kept, dropped = [], 0
+        for kind, item in self._pending:
+            if dropped < excess and kind == Kind.READING:
+                dropped += 1
+            else:
+                kept.append((kind, item))
+        self._pending = kept
+        self.stats.dropped_readings += dropped
+
     async def _flush_loop(self) -> None:
+        failing: str | None = None
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
@@ -178,35 +204,41 @@ class Outbox:
             self._wake.clear()
             try:
                 await self.flush()
-            except Exception:
-                # A failed commit must not end the flusher; the next tick tries again.
-                log.exception("outbox commit failed", path=str(self.path))
+            except Exception as exc:
+                # A failed commit must not end the flusher; the next tick tries again. Logged
+                # when it starts failing and when it recovers, not every tick.
+                if failing is None:
+                    log.error("outbox commit failing; records kept in memory and retried",
+                              path=str(self.path), error=str(exc), waiting=len(self._pending))
+                failing = str(exc)
+            else:
+                if failing is not None:
+                    log.info("outbox commits again", path=str(self.path))
+                    failing = None
 
     def _commit_sync(
         self, pending: list[tuple[int, Batch | Event]], cursors: dict[str, int], compact: bool
     ) -> int:
         db = self._db
         assert db is not None
-        rows = [(kind, json.dumps(item.to_dict(), ensure_ascii=False)) for kind, item in pending]
+        rows = [(kind, _encode(item)) for kind, item in pending]
         try:
             self._write_sync(db, rows, cursors, compact)
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
                 raise
             # Disk full: make room by dropping the oldest readings, then try once more.
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             self._drop_oldest_readings(db, max(len(rows), 1000))
             try:
                 self._write_sync(db, rows, cursors, compact)
             except sqlite3.OperationalError:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+                # Still full: keep the events, give up these readings (counted). If even the
+                # events do not fit, this raises and flush() keeps everything for later.
                 events = [r for r in rows if r[0] == Kind.EVENT]
+                self._write_sync(db, events, cursors, compact)
                 lost = len(rows) - len(events)
                 self._count_dropped(db, lost)
                 log.error("outbox disk full: readings dropped", dropped=lost, path=str(self.path))
-                self._write_sync(db, events, cursors, compact)
         self.stats.size_bytes = self._used_bytes()
         if self.stats.size_bytes > self.max_size:
             self._trim_sync(db)
@@ -217,17 +249,16 @@ class Outbox:
         self, db: sqlite3.Connection, rows: list[tuple[int, str]], cursors: dict[str, int],
         compact: bool,
     ) -> None:
-        db.execute("BEGIN")
-        if rows:
-            db.executemany("INSERT INTO records (kind, body) VALUES (?, ?)", rows)
-        if cursors:
-            db.executemany("INSERT OR REPLACE INTO cursors VALUES (?, ?)", cursors.items())
-        if compact and self._registered:
-            # Records every configured sink has confirmed are no longer needed; cursors of
-            # sinks removed from the config do not hold records back.
-            confirmed = min(self._cursors[name] for name in self._registered)
-            db.execute("DELETE FROM records WHERE seq <= ?", (confirmed,))
-        db.execute("COMMIT")
+        with _transaction(db):
+            if rows:
+                db.executemany("INSERT INTO records (kind, body) VALUES (?, ?)", rows)
+            if cursors:
+                db.executemany("INSERT OR REPLACE INTO cursors VALUES (?, ?)", cursors.items())
+            if compact and self._registered:
+                # Records every configured sink has confirmed are no longer needed; cursors
+                # of sinks removed from the config do not hold records back.
+                confirmed = min(self._cursors[name] for name in self._registered)
+                db.execute("DELETE FROM records WHERE seq <= ?", (confirmed,))
         self.stats.commits += 1
 
     def _trim_sync(self, db: sqlite3.Connection) -> None:
@@ -240,14 +271,14 @@ class Outbox:
         self.stats.size_bytes = self._used_bytes()
 
     def _drop_oldest_readings(self, db: sqlite3.Connection, how_many: int) -> None:
-        db.execute("BEGIN")
-        cur = db.execute(
-            "DELETE FROM records WHERE seq IN "
-            "(SELECT seq FROM records WHERE kind = ? ORDER BY seq LIMIT ?)",
-            (int(Kind.READING), how_many),
-        )
-        self._count_dropped(db, cur.rowcount)
-        db.execute("COMMIT")
+        with _transaction(db):
+            cur = db.execute(
+                "DELETE FROM records WHERE seq IN "
+                "(SELECT seq FROM records WHERE kind = ? ORDER BY seq LIMIT ?)",
+                (int(Kind.READING), how_many),
+            )
+            self._store_dropped(db, self.stats.dropped_readings + max(cur.rowcount, 0))
+        self.stats.dropped_readings += max(cur.rowcount, 0)
         if cur.rowcount:
             log.warning(
                 "outbox full: oldest readings dropped",
@@ -256,13 +287,18 @@ class Outbox:
             )
 
     def _count_dropped(self, db: sqlite3.Connection, n: int) -> None:
+        """Count readings given up; the persisted count is best effort on a full disk."""
         if n <= 0:
             return
         self.stats.dropped_readings += n
-        db.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('dropped_readings', ?)",
-            (str(self.stats.dropped_readings),),
-        )
+        try:
+            self._store_dropped(db, self.stats.dropped_readings)
+        except sqlite3.Error as exc:
+            log.warning("could not persist the dropped count", error=str(exc), path=str(self.path))
+
+    @staticmethod
+    def _store_dropped(db: sqlite3.Connection, total: int) -> None:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped_readings', ?)", (str(total),))
 
     def _used_bytes(self) -> int:
         db = self._db
@@ -353,3 +389,23 @@ class Outbox:
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _encode(item: Batch | Event) -> str:
+    """JSON for one record; a value JSON cannot hold (bytes from a driver) becomes its text
+    rather than failing the whole group commit."""
+    return json.dumps(item.to_dict(), ensure_ascii=False, default=str)
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN ... COMMIT, rolled back on any error so a failure never leaves the database
+    inside a transaction that every later commit would trip over."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -18,7 +18,9 @@ so the platform sees duplicates with the same id, never gaps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,7 +44,7 @@ log = structlog.get_logger(__name__)
 
 PUBACK_TIMEOUT = 10.0  # seconds a send waits for the broker to confirm every message
 MessageHandler = Callable[[str, bytes], Awaitable[None] | None]
-STOP_TIMEOUT = 2.0
+STOP_TIMEOUT = 0.9  # within the daemon's share for stopping sinks
 _MAX_INFLIGHT = 1000
 
 
@@ -226,10 +228,19 @@ class MqttSink(Sink):
             while not info.is_published() and time.monotonic() < deadline - 0.5 and self._connected:
                 await asyncio.sleep(0.02)
         client.disconnect()
+        # A daemon thread, not to_thread: asyncio.run waits for executor threads at exit, and
+        # paho's thread can sit in a connect to a dead broker for seconds.
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def stop_network() -> None:
+            client.loop_stop()
+            with contextlib.suppress(RuntimeError):  # the loop may be gone already
+                loop.call_soon_threadsafe(stopped.set)
+
+        threading.Thread(target=stop_network, name="mqtt-stop", daemon=True).start()
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(client.loop_stop), max(0.1, deadline - time.monotonic())
-            )
+            await asyncio.wait_for(stopped.wait(), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             log.warning("mqtt network thread did not stop in time", sink=self.name)
         self._set_disconnected("sink stopped")

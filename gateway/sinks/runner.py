@@ -88,10 +88,13 @@ class SinkRunner:
     async def run(self) -> None:
         self._cursor = await self.outbox.register(self.sink.name)
         self._lanes = self._make_lanes()
-        await self.sink.start()
+        started = False
         backoff = _BACKOFF_FIRST
         while not self._stopping:
             try:
+                if not started:  # a sink that cannot start (a full disk) is retried too
+                    await self.sink.start()
+                    started = True
                 sent = await self._step()
             except SinkUnavailable as exc:
                 backoff = await self._failed(str(exc), exc.retry_after, backoff)
@@ -99,7 +102,8 @@ class SinkRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a sink bug must not end delivery for good
-                log.exception("sink raised unexpectedly", sink=self.name)
+                if self.last_error is None:  # the traceback once per outage, not per retry
+                    log.exception("sink raised unexpectedly", sink=self.name)
                 backoff = await self._failed(repr(exc), None, backoff)
                 continue
             if sent is None:

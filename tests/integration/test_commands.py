@@ -143,7 +143,7 @@ async def running_site(tmp_path: Path, mosquitto: Any, free_port: int) -> AsyncI
             yield Site(gateway, platform, path, data_dir, device)
         finally:
             platform.close()
-            await gateway.stop(drain_timeout=0.5)
+            await gateway.stop(budget=2.0)
 
 
 async def read_holding(port: int, address: int) -> int:

@@ -166,3 +166,38 @@ async def test_the_flusher_commits_without_being_asked(outbox):
     outbox.append_batch(batch(0))
     assert await outbox.wait_committed(0, timeout=2.0)
     assert outbox.stats.committed_seq == 1
+
+
+async def test_a_locked_database_delays_commits_but_loses_nothing(tmp_path):
+    # An operator's sqlite3 shell (or a backup tool) holds the write lock for a while.
+    box = Outbox(tmp_path / "outbox.db", flush_interval=0.05)
+    await box.open()
+    await box.register("mqtt")
+    box._db.execute("PRAGMA busy_timeout = 0")  # fail at once instead of waiting 5 s
+    locker = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        for i in range(5):
+            box.append_batch(batch(i))
+        box.append_event(Event("alarm", 1.0, "pump_1", {"severity": "critical"}))
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await box.flush()
+        assert box.stats.committed_seq == 0
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    box.append_batch(batch(5))
+    await box.flush()  # the same connection commits again: no transaction left open
+    records, _ = await box.read(0, 100, {Kind.READING, Kind.EVENT})
+    assert [r.kind for r in records] == [Kind.READING] * 5 + [Kind.EVENT, Kind.READING]
+    assert [r.item.ts for r in records if r.kind == Kind.READING] == [batch(i).ts for i in range(6)]
+    await box.close()
+
+
+async def test_a_value_json_cannot_hold_is_stored_as_text_not_lost_with_its_group(outbox):
+    await outbox.register("influx")
+    outbox.append_batch(Batch("io", 1.0, ("raw",), [b"\x01\x02"]))
+    outbox.append_batch(batch(1))
+    await outbox.flush()
+    records, _ = await outbox.read(0, 100, {Kind.READING})
+    assert [r.item.values for r in records] == [["b'\\x01\\x02'"], [1.45, 1]]
