@@ -46,6 +46,11 @@ PUBACK_TIMEOUT = 10.0  # seconds a send waits for the broker to confirm every me
 MessageHandler = Callable[[str, bytes], Awaitable[None] | None]
 STOP_TIMEOUT = 0.9  # within the daemon's share for stopping sinks
 _MAX_INFLIGHT = 1000
+# paho keeps unconfirmed QoS 1 messages and resends them itself; after a PUBACK timeout the
+# runner sends the batch again, so on a slow link copies would pile up without a cap. When
+# the cap is hit, publishing fails and the runner backs off until paho's queue drains.
+_MAX_QUEUED = 20_000
+_PUBACK_PER_MESSAGE = 0.01  # seconds added to PUBACK_TIMEOUT per message of a batch
 
 
 class MqttSink(Sink):
@@ -188,6 +193,7 @@ class MqttSink(Sink):
         will = contract.gateway_status(self.identity, self.info, "offline", "connection_lost")
         client.will_set(self.status_topic, contract.dumps(will), qos=1, retain=True)
         client.max_inflight_messages_set(_MAX_INFLIGHT)
+        client.max_queued_messages_set(_MAX_QUEUED)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.connect_timeout = 5.0
         client.on_connect = self._on_connect
@@ -389,12 +395,13 @@ class MqttSink(Sink):
             futures.append(future)
         if not futures:
             return
+        timeout = PUBACK_TIMEOUT + _PUBACK_PER_MESSAGE * len(futures)  # a slow link, a big batch
         try:
-            confirmed = await asyncio.wait_for(asyncio.gather(*futures), PUBACK_TIMEOUT)
+            confirmed = await asyncio.wait_for(asyncio.gather(*futures), timeout)
         except TimeoutError:
             self._forget(futures)
             raise SinkUnavailable(
-                f"mqtt broker did not confirm {len(futures)} messages within {PUBACK_TIMEOUT:g} s"
+                f"mqtt broker did not confirm {len(futures)} messages within {timeout:g} s"
             ) from None
         if not all(confirmed):
             raise SinkUnavailable("mqtt connection lost before the broker confirmed every message")
