@@ -143,6 +143,12 @@ class Gateway:
                 "changed": changed,  # the device's entry or its profile
                 "restart_needed": restart_needed,
             }
+            from gateway.sinks.factory import config_hash
+            from gateway.sinks.mqtt import MqttSink
+
+            for runner in self.runners:  # the platform sees the new config's hash in the birth
+                if isinstance(runner.sink, MqttSink):
+                    await runner.sink.announce(config_hash(config))
             log.info("configuration reloaded", site=self.config.site.id, **summary)
             return summary
 

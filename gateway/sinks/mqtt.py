@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 import threading
 import time
@@ -111,6 +112,13 @@ class MqttSink(Sink):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    async def announce(self, config_hash: str) -> None:
+        """A reloaded configuration: publish the birth again with its hash (retained)."""
+        self.info = dataclasses.replace(self.info, config_hash=config_hash)
+        if self._client is not None and self._connected:
+            birth = contract.gateway_status(self.identity, self.info, "online", now=time.time())
+            await self.publish_now(self.status_topic, contract.dumps(birth), retain=True)
 
     # --- messages in (commands) ----------------------------------------------------
 

@@ -243,9 +243,13 @@ async def test_a_broken_reload_is_refused_with_located_errors_and_a_valid_one_is
                                           "device": "pump_1"})
         assert still is not None and still["ok"] is True
 
+        upstream = next(r.sink for r in site.gateway.runners if r.name == "upstream")
+        hash_before = upstream.info.config_hash
         devices.write_text(good + _device_entry("pump_2", free_port), encoding="utf-8")
         applied = await site.platform.send({"id": "r-good", "type": "reload", "by": "ops"})
         assert applied is not None and applied["ok"] is True, applied
+        # the birth is published again with the reloaded configuration's hash
+        assert upstream.info.config_hash not in (None, hash_before)
         assert applied["result"]["added"] == ["pump_2"] and applied["result"]["restart_needed"] == []
         assert sorted(d.device.id for d in site.gateway.drivers) == ["pump_1", "pump_2"]
         while site.gateway.health["pump_2"].online is not True:  # the new device is polled
