@@ -27,6 +27,10 @@ class Sink(ABC):
 
     kinds: frozenset[Kind] = frozenset({Kind.READING, Kind.EVENT})
     max_batch: int = 1000
+    # Kinds the runner reads first, on a lane of their own (the upstream link: events before
+    # a telemetry backlog); empty: one lane in outbox order.
+    priority_kinds: frozenset[Kind] = frozenset()
+    backlog_rate: float | None = None  # records/s while more than one batch is waiting
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -75,10 +75,8 @@ class SinkRunner:
         self.last_success: float | None = None
         self._cursor = 0
         self._lanes: list[Lane] = []
-        # Optional sink attributes (only the upstream MQTT sink has them today).
-        self._priority: frozenset[Kind] = frozenset(getattr(sink, "priority_kinds", ()))
-        rate: float | None = getattr(sink, "backlog_rate", None)
-        self._pacer = Pacer(rate) if rate else None
+        self._priority: frozenset[Kind] = frozenset(sink.priority_kinds)
+        self._pacer = Pacer(sink.backlog_rate) if sink.backlog_rate else None
         self._stopping = False
 
     @property
