@@ -25,6 +25,7 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from gateway.config.models import MqttConnection
+from gateway.paho_loop import stop_network_thread, wait_set
 
 log = structlog.get_logger(__name__)
 
@@ -147,22 +148,14 @@ class Broker:
         if client is None:
             return
         client.disconnect()
-        try:
-            await asyncio.wait_for(asyncio.to_thread(client.loop_stop), STOP_TIMEOUT)
-        except TimeoutError:
+        if not await stop_network_thread(client, STOP_TIMEOUT):
             log.warning("mqtt network thread did not stop in time", broker=self.name)
         self._set_disconnected("closed", quiet=True)
         self._inbox.clear()
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until connected with every registered filter acknowledged by the broker."""
-        if self._ready is None:
-            return False
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._ready, timeout)
 
     # --- subscriptions (on the loop) -------------------------------------------------
 

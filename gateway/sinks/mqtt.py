@@ -18,10 +18,8 @@ so the platform sees duplicates with the same id, never gaps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import ssl
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +32,7 @@ import gateway
 from gateway.batch import Batch, Event, Kind, Record
 from gateway.catalog import Catalog
 from gateway.config.models import MqttSinkConfig
+from gateway.paho_loop import stop_network_thread, wait_set
 from gateway.sinks import contract
 from gateway.sinks.base import Sink, SinkUnavailable
 from gateway.sinks.contract import iso_utc  # noqa: F401  (re-exported: callers import it here)
@@ -217,13 +216,7 @@ class MqttSink(Sink):
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until the broker accepted the connection (for start-up and tests)."""
-        if self._connected_event is None:
-            return False
-        try:
-            await asyncio.wait_for(self._connected_event.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._connected_event, timeout)
 
     async def stop(self) -> None:
         """Announce offline (retained), disconnect cleanly and end the network thread, within ~2 s."""
@@ -242,20 +235,7 @@ class MqttSink(Sink):
             while not info.is_published() and time.monotonic() < deadline - 0.5 and self._connected:
                 await asyncio.sleep(0.02)
         client.disconnect()
-        # A daemon thread, not to_thread: asyncio.run waits for executor threads at exit, and
-        # paho's thread can sit in a connect to a dead broker for seconds.
-        stopped = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def stop_network() -> None:
-            client.loop_stop()
-            with contextlib.suppress(RuntimeError):  # the loop may be gone already
-                loop.call_soon_threadsafe(stopped.set)
-
-        threading.Thread(target=stop_network, name="mqtt-stop", daemon=True).start()
-        try:
-            await asyncio.wait_for(stopped.wait(), max(0.1, deadline - time.monotonic()))
-        except TimeoutError:
+        if not await stop_network_thread(client, deadline - time.monotonic()):
             log.warning("mqtt network thread did not stop in time", sink=self.name)
         self._set_disconnected("sink stopped")
 
