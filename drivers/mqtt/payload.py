@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,7 +87,7 @@ class Message:
         if self._document is _UNPARSED:
             try:
                 self._document = json.loads(self.raw)
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 self._error = PayloadError(BAD_JSON, f"payload is not JSON ({exc})")
                 raise self._error from None
         return self._document
@@ -261,7 +262,12 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 
 def _scaled(value: float | int, scale: float, offset: float) -> float | int:
     # 12 significant digits drop binary noise (0.1 * 3) without cutting a device's decimals
-    result = float(f"{value * scale + offset:.12g}")
+    try:
+        result = float(f"{value * scale + offset:.12g}")
+    except OverflowError:  # a whole number too big for a float (1e400 written out)
+        raise PayloadError(WRONG_TYPE, f"{_short(value)} is too large to scale") from None
+    if not math.isfinite(result):
+        raise PayloadError(WRONG_TYPE, f"{_short(value)} is too large to scale")
     return round(result) if isinstance(value, int) else result
 
 
@@ -328,19 +334,30 @@ def parse_timestamp(raw: Any) -> float:
         except ValueError:
             pass
         try:
-            return datetime.fromisoformat(text).timestamp()
-        except ValueError:
+            return _plausible(datetime.fromisoformat(text).timestamp())
+        except (ValueError, OverflowError, OSError):
             raise PayloadError(BAD_TIMESTAMP, f"{_short(raw)} is not ISO 8601 or epoch time") from None
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         return _epoch(float(raw))
     raise PayloadError(BAD_TIMESTAMP, f"expected a time, got {_kind(raw)}")
 
 
+EARLIEST = 946_684_800.0  # 2000-01-01: a device clock before this was never set
+LATEST_AHEAD = 86_400.0  # a device clock more than a day fast is wrong, not early
+
+
 def _epoch(number: float) -> float:
     if not math.isfinite(number) or number <= 0:
         raise PayloadError(BAD_TIMESTAMP, f"{number!r} is not an epoch time")
     if number >= _US_FROM:
-        return number / 1e6
-    if number >= _MS_FROM:
-        return number / 1e3
-    return number
+        number /= 1e6
+    elif number >= _MS_FROM:
+        number /= 1e3
+    return _plausible(number)
+
+
+def _plausible(epoch: float) -> float:
+    """A device time a sink can store: one absurd clock must never stall delivery."""
+    if not EARLIEST <= epoch <= time.time() + LATEST_AHEAD:
+        raise PayloadError(BAD_TIMESTAMP, f"{epoch!r} s is not a plausible time (2000 .. now + 1 day)")
+    return epoch

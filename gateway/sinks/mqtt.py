@@ -94,6 +94,7 @@ class MqttSink(Sink):
                 policy_lookup(config.report, lambda device: catalog.device(device).reports)
             )
         self.published = 0
+        self.skipped = 0  # records that could not be encoded
         self.last_connect_error: str | None = None
         self._client: mqtt.Client | None = None
         self._tls: ssl.SSLContext | None = None
@@ -356,7 +357,7 @@ class MqttSink(Sink):
                 f"not connected to mqtt broker {self.config.host}:{self.config.port}{reason}"
             )
         try:
-            messages = [m for record in records if (m := self._message(record)) is not None]
+            messages = [m for record in records if (m := self._encodable(record)) is not None]
             await self._publish_all(client, messages)
         except BaseException:
             if self.report is not None:
@@ -401,6 +402,20 @@ class MqttSink(Sink):
         for future in futures:
             if not future.done():
                 future.cancel()
+
+    def _encodable(self, record: Record) -> tuple[str, bytes, bool] | None:
+        """The record's message; a record that cannot be encoded (an absurd timestamp) is
+        logged and skipped like a line InfluxDB refuses, so one bad record never stalls the
+        link: retrying it would fail the same way for ever."""
+        try:
+            return self._message(record)
+        except (ValueError, OverflowError, OSError, TypeError) as exc:
+            item = record.item
+            log.error("record cannot be sent upstream; skipped", sink=self.name,
+                      record=record.id, device=getattr(item, "device", None),
+                      ts=getattr(item, "ts", None), error=repr(exc))
+            self.skipped += 1
+            return None
 
     def _message(self, record: Record) -> tuple[str, bytes, bool] | None:
         """Topic, payload and retain flag for one record; None when report by exception

@@ -329,3 +329,25 @@ async def test_the_upstream_connection_carries_commands_in_and_replies_out(mosqu
         assert mqtt.topic_matches_sub("pm/+/+/commands/#", received[0][0])
     finally:
         await sink.stop()
+
+
+async def test_a_record_that_cannot_be_encoded_is_skipped_not_retried_for_ever(mosquitto):
+    """A batch with an absurd timestamp (a device clock gone mad) must not stall the link."""
+    from gateway.batch import Batch, Kind, Record
+    from gateway.catalog import Catalog
+    from gateway.config.models import MqttSinkConfig
+    from gateway.sinks.mqtt import MqttSink
+
+    sink = MqttSink(MqttSinkConfig(host="127.0.0.1", port=mosquitto.port),
+                    Catalog("skip-site", "skip", {}), client_id="skip-gateway")
+    await sink.start()
+    try:
+        assert await sink.wait_connected(10)
+        records = [
+            Record(1, "e:1", Kind.READING, Batch("pump", 1e30, ("p",), [1.0])),
+            Record(2, "e:2", Kind.READING, Batch("pump", 1_795_428_000.0, ("p",), [2.0])),
+        ]
+        await sink.send(records)  # returns: the good one confirmed, the bad one skipped
+        assert (sink.skipped, sink.published) == (1, 1)
+    finally:
+        await sink.stop()

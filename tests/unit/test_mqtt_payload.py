@@ -232,3 +232,23 @@ def test_the_log_gate_opens_once_a_period_and_counts_what_it_held() -> None:
     assert [gate.open(t) for t in (1.0, 30.0, 59.9)] == [None, None, None]
     assert gate.open(60.0) == 3
 
+
+
+@pytest.mark.parametrize("raw", [1e23, "1e23", 1e30, "1890-01-01T00:00:00", 0.5])
+def test_an_absurd_device_time_is_a_bad_timestamp_not_a_stalled_sink(raw) -> None:
+    from drivers.mqtt.payload import PayloadError
+
+    with pytest.raises(PayloadError) as caught:
+        parse_timestamp(raw)
+    assert caught.value.reason == "bad_timestamp"
+
+
+def test_deep_nesting_and_huge_integers_are_counted_as_malformed_not_raised() -> None:
+    from drivers.mqtt.payload import Message, PayloadError, compile_point
+
+    deep = ("[" * 5000 + "]" * 5000).encode()
+    with pytest.raises(PayloadError):
+        Message(deep).document()
+    decoder = compile_point("kwh", MqttPoint(type="integer", scale=0.5))
+    with pytest.raises(PayloadError):
+        decoder.decode(Message(("1" + "0" * 400).encode()))
