@@ -18,6 +18,14 @@ class Refused(Exception):
     """The command is not run; the message tells the platform why."""
 
 
+# BACnet command priorities a remote operator must never take over (ASHRAE 135, 19.2.1.1):
+# writing there would outrank fire and smoke control or equipment protection.
+RESERVED_PRIORITIES = {
+    1: "manual life safety", 2: "automatic life safety",
+    5: "critical equipment control", 6: "minimum on/off",
+}
+
+
 def writable_driver(config: SiteConfig, drivers: list[Driver], command: WriteCommand) -> Driver:
     """The running driver that may take this write; Refused when the device is unknown or
     disabled, the point unknown or not marked writable, the value of the wrong kind or
@@ -42,6 +50,12 @@ def writable_driver(config: SiteConfig, drivers: list[Driver], command: WriteCom
         )
     if command.priority is not None and not isinstance(point, BacnetPoint):
         raise Refused("priority applies to BACnet points only")
+    if command.priority in RESERVED_PRIORITIES:
+        raise Refused(
+            f"BACnet priority {command.priority} is reserved for "
+            f"{RESERVED_PRIORITIES[command.priority]}; the platform may write at 3, 4 or 7-16 "
+            "(the point's own priority when none is given)"
+        )
     check_range(command.value, point.min, point.max, f"{command.point} of {command.device}")
     return driver
 

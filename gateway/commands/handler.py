@@ -10,6 +10,7 @@ or failed outcome, an audit line and (when the command had an id) a reply.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -36,6 +37,7 @@ log = structlog.get_logger(__name__)
 WRITE_TIMEOUT = 15.0  # seconds: a device's timeout times its retries, with room to spare
 RELOAD_TIMEOUT = 60.0  # seconds to load the files and restart every driver
 CLOSE_TIMEOUT = 2.0  # seconds stop() waits for a command in flight
+REMEMBERED_REPLIES = 1000  # replies kept by request id, so a redelivered command is not rerun
 
 
 class CommandTarget(Protocol):
@@ -91,6 +93,7 @@ class CommandHandler:
         self.write_timeout = write_timeout
         self._load = load
         self._lock = asyncio.Lock()
+        self._answered: OrderedDict[str, Reply] = OrderedDict()  # request id -> its reply
         self._closing = False
         self._audit_error: str | None = None  # set while the audit log cannot be written
 
@@ -115,6 +118,10 @@ class CommandHandler:
                 log.warning("command ignored: the gateway is stopping", bytes=len(payload))
                 return None
             parsed = parse_command(payload)
+            if not isinstance(parsed, Rejected) and parsed.id in self._answered:
+                # A redelivery (QoS 1 DUP, a platform retry): answer again, never run twice.
+                log.info("repeated command answered again", request_id=parsed.id)
+                return self._answered[parsed.id]
             if isinstance(parsed, Rejected):
                 request_id, kind, by, target, value = parsed.request_id, parsed.type, parsed.by, None, None
                 done = Outcome("refused", parsed.reason)
@@ -137,10 +144,15 @@ class CommandHandler:
         )
         if request_id is None:
             return None
-        return Reply(
+        reply = Reply(
             id=request_id, ok=done.outcome == "accepted", error=done.reason,
             result=done.result, ts=iso_now(),
         )
+        if not isinstance(parsed, Rejected):
+            self._answered[request_id] = reply
+            while len(self._answered) > REMEMBERED_REPLIES:
+                self._answered.popitem(last=False)
+        return reply
 
     async def close(self) -> None:
         """Refuse new commands, give one in flight a moment, close the audit log.

@@ -154,7 +154,15 @@ class MqttSink(Sink):
             return False
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.retain:
+            # A retained command would run again after every reconnect: never act on one.
+            self._call(self._retained_ignored, message.topic)
+            return
         self._call(self._dispatch, message.topic, bytes(message.payload))
+
+    def _retained_ignored(self, topic: str) -> None:
+        log.warning("retained message on a command topic ignored; commands must not be "
+                    "retained", sink=self.name, topic=topic)
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         for topic_filter, (handler, _qos) in self._subscriptions.items():

@@ -188,6 +188,16 @@ async def test_an_accepted_write_reaches_the_driver_and_is_audited(audit: AuditL
         "w1", "write", "pump_1.setpoint", 0.45, "accepted")
 
 
+async def test_a_redelivered_command_is_answered_again_but_never_run_twice(audit: AuditLog) -> None:
+    driver = FakeDriver(_device("pump_1"))
+    handler, _ = _handler(audit, driver)
+    first = await _run(handler, id="w2", type="write", device="pump_1", point="setpoint", value=0.4)
+    again = await _run(handler, id="w2", type="write", device="pump_1", point="setpoint", value=0.4)
+    assert first == again and first["ok"] is True
+    assert driver.writes == [("setpoint", 0.4)]
+    assert len(read_entries(audit.path)) == 1
+
+
 @pytest.mark.parametrize(("fields", "reason"), [
     ({"point": "pressure", "value": 0.5}, "not writable"),
     ({"point": "setpoint", "value": 1.5}, "outside the allowed range of setpoint of pump_1: 0.1 to 1"),
@@ -425,3 +435,26 @@ def test_no_commands_are_taken_when_upstream_turns_them_off(tmp_path: Path) -> N
         gateway = SimpleNamespace(config=config, runners=[], data_dir=tmp_path)
         assert attach_commands(gateway) is None  # type: ignore[arg-type]
     assert not (tmp_path / "audit.jsonl").exists()
+
+
+@pytest.mark.parametrize("priority", [1, 2, 5, 6])
+def test_life_safety_and_equipment_protection_priorities_are_never_taken_remotely(priority) -> None:
+    from gateway.commands.authorise import Refused, writable_driver
+
+    profile = Profile.from_data({
+        "id": "ahu", "name": "AHU", "system": "hvac", "protocol": "bacnet",
+        "points": {"fan": {"object": "binary-output,1", "writable": True}},
+    })
+    device = Device.model_validate({
+        "id": "ahu_1", "profile": "ahu",
+        "connection": {"type": "bacnet_ip", "address": "127.0.0.1:47809", "device_instance": 1},
+    })
+    config = SiteConfig(site={"id": "s", "name": "s"}).model_copy(
+        update={"profiles": {"ahu": profile}, "devices": [device]})
+    driver = FakeDriver(device)
+    command = WriteCommand(id="w", type="write", device="ahu_1", point="fan", value=1,
+                           priority=priority)
+    with pytest.raises(Refused, match=f"priority {priority} is reserved"):
+        writable_driver(config, [driver], command)
+    allowed = command.model_copy(update={"priority": 8})
+    assert writable_driver(config, [driver], allowed) is driver
