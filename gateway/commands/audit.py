@@ -104,11 +104,27 @@ class AuditLog:
             }
             line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
             data = line.encode("utf-8")
-            os.write(self._fd, data + b"\n")
-            os.fsync(self._fd)
+            try:
+                _write_all(self._fd, data + b"\n")
+                os.fsync(self._fd)
+            except OSError:
+                # A full disk or an I/O error mid-line: take the chain's state from what is
+                # really in the file (ending a torn line), so the next line links correctly.
+                self._reopen()
+                raise
             self.count += 1
             self.head = line_hash(data)
             return self.head
+
+    def _reopen(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        self.head, self.count = GENESIS, 0
+        try:
+            self.open()
+        except OSError as exc:
+            log.error("audit log cannot be reopened", path=str(self.path), error=str(exc))
 
     def close(self) -> None:
         with self._lock:
@@ -139,6 +155,14 @@ def _count_and_last(path: Path) -> tuple[int, bytes, bool]:
         file.seek(start)
         last_line = file.read(end - start)
     return count + (1 if torn else 0), last_line, torn
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a nearly full disk); write the rest too."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -458,3 +459,26 @@ def test_life_safety_and_equipment_protection_priorities_are_never_taken_remotel
         writable_driver(config, [driver], command)
     allowed = command.model_copy(update={"priority": 8})
     assert writable_driver(config, [driver], allowed) is driver
+
+
+def test_a_failed_fsync_does_not_break_the_chain_for_the_lines_after(tmp_path: Path, monkeypatch) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.open()
+    entry = AuditEntry(who="op", outcome="accepted", request_id="r1", type="write",
+                       target="pump_1.mode", value=1)
+    log.append(entry)
+    real_fsync, calls = os.fsync, []
+
+    def failing_once(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_once)
+    with pytest.raises(OSError):
+        log.append(entry)  # the line reached the file, its fsync failed
+    log.append(entry)
+    log.close()
+    assert verify(tmp_path / "audit.jsonl") == []
+    assert [e["seq"] for e in read_entries(tmp_path / "audit.jsonl")] == [1, 2, 3]
