@@ -9,8 +9,11 @@ MQTT devices on one broker (same endpoint and credentials) likewise share one cl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import structlog
 
 from drivers.base import Driver
 from gateway.config.models import BacnetLocal, Device, Profile
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
     from drivers.bacnet.network import BacnetNetwork
     from drivers.modbus.bus import Bus
     from drivers.mqtt.broker import Broker, BrokerKey
+
+log = structlog.get_logger(__name__)
 
 MODBUS_TYPES = ("modbus_tcp", "modbus_rtu", "modbus_rtu_over_tcp")
 
@@ -52,14 +57,17 @@ class DriverSet:
         """Close every shared bus (cancel queued requests, close connections and ports)
         and every shared MQTT client."""
         buses, self._buses = self.buses, {}
-        for bus in buses:
-            await bus.close()
         brokers, self._brokers = tuple(self._brokers.values()), {}
-        for broker in brokers:
-            await broker.close()
         network, self._bacnet = self._bacnet, None
+        closing = [bus.close() for bus in buses] + [broker.close() for broker in brokers]
         if network is not None:
-            await network.close()
+            closing.append(network.close())
+        # Concurrently, each to its end: one slow broker must not keep a port or the
+        # BACnet socket open (a caller's timeout would otherwise cut the rest short).
+        results = await asyncio.gather(*closing, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("closing a shared connection failed", error=repr(result))
 
     def _bacnet_driver(self, device: Device, profile: Profile) -> Driver:
         from drivers.bacnet.network import BacnetNetwork

@@ -98,7 +98,7 @@ class Gateway:
         await asyncio.gather(*tasks, return_exceptions=True)
         drivers, self.drivers = self.drivers, []
         await _bounded(asyncio.gather(*(d.stop() for d in drivers), return_exceptions=True), 0.5)
-        await _bounded(self.driver_set.close(), 0.5)
+        await _bounded(self.driver_set.close(), 1.2)  # closes run together, each bounded
 
     async def reload(self, config: SiteConfig) -> dict[str, object]:
         """Apply a changed configuration's devices and profiles without a restart.

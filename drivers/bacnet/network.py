@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from drivers.bacnet.driver import BacnetDriver
 
 log = structlog.get_logger(__name__)
+UNREGISTER_TIMEOUT = 0.5  # seconds close() gives the BBMD to take the deregistration
 
 DEFAULT_PORT = 47808
 BIND_TIMEOUT = 5.0
@@ -190,8 +191,14 @@ class BacnetNetwork:
                 return
             app, self._app = self._app, None
             self._routes_applied.clear()
-            await _unregister(app)
-            app.close()
+            try:
+                await asyncio.wait_for(_unregister(app), UNREGISTER_TIMEOUT)
+            except (TimeoutError, Exception) as exc:  # a BBMD that does not answer
+                self._log.warning("bacnet foreign-device deregistration incomplete", error=repr(exc))
+            finally:
+                # Always release the socket: bacpypes3 binds with SO_REUSEPORT, so a leaked
+                # socket would silently share (and swallow) the next network's replies.
+                app.close()
             self._log.info("bacnet network closed")
 
     async def _apply_routes(self) -> None:

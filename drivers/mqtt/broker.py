@@ -30,7 +30,7 @@ from gateway.paho_loop import stop_network_thread, wait_set
 log = structlog.get_logger(__name__)
 
 KEEPALIVE = 30  # seconds
-STOP_TIMEOUT = 2.0  # seconds close() waits for the network thread
+STOP_TIMEOUT = 1.0  # seconds close() waits for the network thread
 MAX_INBOX = 10_000  # messages waiting for the loop; beyond this the loop is not keeping up
 DRAIN_BATCH = 500  # messages one loop callback handles before letting other tasks run
 MAX_ROUTES = 4096  # concrete topics whose listeners are remembered
