@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 STATUS_FILE = "status.json"
 STATUS_FILE_EVERY = 5.0  # seconds
+DRIVER_START_TIMEOUT = 10.0  # seconds; a driver still starting then is polled anyway
 STOP_BUDGET = 4.5  # seconds for the whole shutdown: SIGTERM must end within 5 s
 
 
@@ -72,23 +73,37 @@ class Gateway:
         )
 
     async def _start_devices(self, drivers: list[Driver]) -> None:
-        """Start each driver with its poll timers, silence watch and periodic status."""
-        for driver in drivers:
-            device = driver.device
-            await driver.start(self.pipeline.emit_batch)
-            self.drivers.append(driver)
-            health = self.health[device.id] = DeviceHealth(device.id, device.offline_after)
-            # one timer per poll group; the first probes the device while it is offline
-            for number, spec in enumerate(poll_specs(driver)):
-                task = poll_forever(driver, self.pipeline, health, spec, probe=number == 0)
-                name = f"poll:{device.id}:{spec.group}"
-                self._poll_tasks.append(asyncio.create_task(task, name=name))
-            if not driver.poll_groups:  # a push device (MQTT): watched for silence instead
-                silence = getattr(device.connection, "silence", 300.0)
-                watch = watch_forever(driver, self.pipeline, health, silence)
-                self._poll_tasks.append(asyncio.create_task(watch, name=f"watch:{device.id}"))
-            status = report_status_forever(driver, self.pipeline, health)
-            self._poll_tasks.append(asyncio.create_task(status, name=f"status:{device.id}"))
+        """Start the drivers together, each with its poll timers, silence watch and status.
+
+        Together, and each within DRIVER_START_TIMEOUT: one device slow to start (a dead
+        BACnet controller refusing COV subscriptions one timeout at a time) must delay
+        neither its neighbours nor the gateway's readiness.
+        """
+        await asyncio.gather(*(self._start_device(driver) for driver in drivers))
+
+    async def _start_device(self, driver: Driver) -> None:
+        device = driver.device
+        self.drivers.append(driver)  # stop() stops it even if its start is still running
+        health = self.health[device.id] = DeviceHealth(device.id, device.offline_after)
+        try:
+            await asyncio.wait_for(driver.start(self.pipeline.emit_batch), DRIVER_START_TIMEOUT)
+        except TimeoutError:
+            log.warning("driver slow to start; polling it anyway", device=device.id,
+                        seconds=DRIVER_START_TIMEOUT)
+        except Exception as exc:  # polls will report the device's state as quality
+            log.error("driver failed to start; polling it anyway", device=device.id,
+                      error=repr(exc))
+        # one timer per poll group; the first probes the device while it is offline
+        for number, spec in enumerate(poll_specs(driver)):
+            task = poll_forever(driver, self.pipeline, health, spec, probe=number == 0)
+            name = f"poll:{device.id}:{spec.group}"
+            self._poll_tasks.append(asyncio.create_task(task, name=name))
+        if not driver.poll_groups:  # a push device (MQTT): watched for silence instead
+            silence = getattr(device.connection, "silence", 300.0)
+            watch = watch_forever(driver, self.pipeline, health, silence)
+            self._poll_tasks.append(asyncio.create_task(watch, name=f"watch:{device.id}"))
+        status = report_status_forever(driver, self.pipeline, health)
+        self._poll_tasks.append(asyncio.create_task(status, name=f"status:{device.id}"))
 
     async def _stop_devices(self) -> None:
         """Cancel the device tasks, stop the drivers and close the buses they share."""
