@@ -259,8 +259,6 @@ class MqttSink(Sink):
         # Birth first, from the network thread, so it precedes anything resent after a reconnect.
         birth = contract.gateway_status(self.identity, self.info, "online", now=time.time())
         client.publish(self.status_topic, contract.dumps(birth), qos=1, retain=True)
-        for topic, (_handler, qos) in list(self._subscriptions.items()):
-            client.subscribe(topic, qos)
         self._call(self._set_connected)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -292,6 +290,11 @@ class MqttSink(Sink):
         self._connected = True
         self._refused_logged = False
         self.last_connect_error = None
+        # Subscriptions are made here, on the loop, where subscribe() also runs: from the
+        # network thread a subscription registered between CONNACK and this point was lost.
+        if self._client is not None:
+            for topic, (_handler, qos) in list(self._subscriptions.items()):
+                self._client.subscribe(topic, qos)
         if self._connected_event is not None:
             self._connected_event.set()
         log.info(
