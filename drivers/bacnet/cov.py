@@ -94,6 +94,7 @@ class CovSubscriptions:
         self._emit: Emit | None = None
         self._task: asyncio.Task | None = None
         self._resubscribing: asyncio.Task | None = None
+        self._pass_lock = asyncio.Lock()
         self._log = log.bind(device=device_id)
 
     async def start(self, emit: Emit) -> None:
@@ -140,16 +141,24 @@ class CovSubscriptions:
         }
 
     async def _renew_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_pass = loop.time()  # the first pass ran as this task started
         while True:
+            # Timed from the start of the last pass, not its end: on a slow device with many
+            # objects the pass itself takes time, and the first subscriptions must not lapse.
             lost = any(sub.state == "lost" for sub in self.subscriptions.values())
-            wait = self.lifetime * RENEW_AT
-            await asyncio.sleep(min(wait, RETRY_LOST) if lost else wait)
+            wait = min(self.lifetime * RENEW_AT, RETRY_LOST) if lost else self.lifetime * RENEW_AT
+            await asyncio.sleep(max(0.0, last_pass + wait - loop.time()))
+            last_pass = loop.time()
             await self._subscribe_all(first=False)
 
     async def _subscribe_all(self, *, first: bool) -> None:
-        for sub in self.subscriptions.values():
-            if sub.state != "refused":
-                await self._subscribe(sub, first=first)
+        # One pass at a time: a resubscription after a restart and a renewal must not send
+        # every SubscribeCOV (and cov-increment write) twice.
+        async with self._pass_lock:
+            for sub in self.subscriptions.values():
+                if sub.state != "refused":
+                    await self._subscribe(sub, first=first)
 
     async def _subscribe(self, sub: Subscription, *, first: bool) -> None:
         if first or sub.state != "active":
