@@ -46,15 +46,20 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 INFLUXD = "/usr/bin/influxd"
 VICTORIA = "/usr/bin/victoria-metrics"
 
-_PACKAGES = {MOSQUITTO: "mosquitto", INFLUXD: "influxdb", VICTORIA: "victoria-metrics"}
+SOCAT = "/usr/bin/socat"  # serial pty pairs for Modbus RTU tests
+_PACKAGES = {
+    MOSQUITTO: "mosquitto", INFLUXD: "influxdb", VICTORIA: "victoria-metrics", SOCAT: "socat",
+}
 
 __all__ = [
     "HOST",
+    "SOCAT",
     "MosquittoTls",
     "Service",
     "free_port",
     "influx1_create_db",
     "influx1_query",
+    "require",
     "influx1_write",
     "start_influxdb1",
     "start_mosquitto",
@@ -273,7 +278,7 @@ class Service:
         self.stop()
 
 
-def _require(binary: str) -> str:
+def require(binary: str) -> str:
     if not os.access(binary, os.X_OK):
         package = _PACKAGES[binary]
         raise RuntimeError(
@@ -327,7 +332,7 @@ def start_mosquitto(
     ``tls`` makes that listener TLS-only; ``persistence`` keeps retained messages and
     persistent sessions (with their queued QoS 1 messages) across a stop() and start().
     """
-    binary = _require(MOSQUITTO)
+    binary = require(MOSQUITTO)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -446,7 +451,7 @@ bind-address = "{HOST}:{rpc_port}"
 
 def start_influxdb1(workdir: Path | str) -> Service:
     """influxd 1.6 (HTTP API with /write and InfluxQL /query), auth off, data in workdir."""
-    binary = _require(INFLUXD)
+    binary = require(INFLUXD)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -535,7 +540,7 @@ def influx1_write(service: Service, db: str, lines: str | list[str], precision: 
 
 def start_victoria(workdir: Path | str) -> Service:
     """Single-node VictoriaMetrics: InfluxDB line protocol on /write and /api/v2/write."""
-    binary = _require(VICTORIA)
+    binary = require(VICTORIA)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 

@@ -7,12 +7,12 @@ configured in the gateway but never answers, like a meter whose RS-485 pair came
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import time
 from pathlib import Path
 
 import pytest
+import services
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -30,10 +30,7 @@ from gateway.config.models import (
 from gateway.health import DeviceHealth
 from gateway.poller import poll_forever, poll_specs
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat for a pty pair"),
-]
+pytestmark = pytest.mark.integration
 
 BAUD = 38400
 TIMEOUT = 0.1  # per request, every unit
@@ -80,7 +77,7 @@ class SerialLine:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            "socat", f"pty,raw,echo=0,link={self.gateway_end}",
+            services.require(services.SOCAT), f"pty,raw,echo=0,link={self.gateway_end}",
             f"pty,raw,echo=0,link={self.device_end}",
         )
         for _ in range(100):

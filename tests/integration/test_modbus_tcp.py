@@ -386,7 +386,6 @@ async def test_a_device_answering_with_exceptions_marks_its_points_not_a_comm_fa
 
 
 async def test_the_simulator_runs_as_a_script_until_interrupted(tmp_path):
-    pytest.importorskip("gateway.config.loader")
     port = free_port()
     (tmp_path / "profiles").mkdir()
     (tmp_path / "devices").mkdir()
