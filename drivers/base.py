@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from gateway.batch import Batch
 from gateway.config.models import Device, Profile
@@ -28,6 +28,69 @@ class DriverError(Exception):
     def __init__(self, message: str, quality: str) -> None:
         super().__init__(message)
         self.quality = quality
+
+
+class GroupPlan(Protocol):
+    """What a polled driver's compiled plan for one poll group exposes."""
+
+    @property
+    def interval(self) -> float: ...
+
+    @property
+    def points(self) -> tuple[str, ...]: ...
+
+
+P = TypeVar("P", bound=GroupPlan)
+
+
+def poll_groups_of(plans: Mapping[str, GroupPlan]) -> dict[str, PollGroup]:
+    """A polled driver's `poll_groups`, from its compiled plans (batch order kept)."""
+    return {name: PollGroup(plan.interval, plan.points) for name, plan in plans.items()}
+
+
+def plan_for(device_id: str, plans: Mapping[str, P], group: str) -> P:
+    """The plan of poll group `group`; DriverError(bad_request) when the device has none."""
+    plan = plans.get(group)
+    if plan is None:
+        raise DriverError(
+            f"{device_id} has no poll group {group!r} (it has: {', '.join(plans)})",
+            "bad_request",
+        )
+    return plan
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """One device's requests: how many, how they failed, how long the answered ones took."""
+
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # failure kind -> requests
+    answered: int = 0
+    last_latency: float | None = None  # seconds, answered requests only
+    mean_latency: float | None = None
+    last_good_read: float | None = None  # epoch seconds of the last poll the device answered
+
+    def answer(self, latency: float) -> None:
+        self.answered += 1
+        self.last_latency = latency
+        mean = self.mean_latency or 0.0
+        self.mean_latency = mean + (latency - mean) / self.answered
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": dict(self.errors),
+            "latency_ms": _ms(self.last_latency),
+            "mean_latency_ms": _ms(self.mean_latency),
+            "last_good_read": self.last_good_read,
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 class Driver(ABC):

@@ -128,6 +128,9 @@ _FACTORIES: dict[str, Callable[[Device, Profile], Driver]] = {
     "bacnet_ip": _bacnet_alone,
 }
 
+# connection type -> the profile protocol it needs (BACnet profiles are not checked here)
+_PROTOCOLS: dict[str, str] = {**{kind: "modbus" for kind in MODBUS_TYPES}, "mqtt": "mqtt"}
+
 
 def create_driver(device: Device, profile: Profile) -> Driver:
     """A stand-alone driver for `device` (its own connection); ValueError for a
@@ -143,12 +146,8 @@ def _check(device: Device, profile: Profile) -> None:
             f"device {device.id}: no driver for connection type {kind!r}; "
             f"known types: {', '.join(sorted(_FACTORIES))}"
         )
-    if profile.protocol != "modbus" and kind.startswith("modbus"):
-        raise ValueError(
-            f"device {device.id}: profile {profile.id} is a {profile.protocol} map, "
-            f"but the connection is {kind}"
-        )
-    if kind == "mqtt" and profile.protocol != "mqtt":
+    expected = _PROTOCOLS.get(kind)
+    if expected is not None and profile.protocol != expected:
         raise ValueError(
             f"device {device.id}: profile {profile.id} is a {profile.protocol} map, "
             f"but the connection is {kind}"

@@ -16,14 +16,14 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
+from gateway import sqlite
 from gateway.batch import Batch, Event, Kind, Record
 
 log = structlog.get_logger(__name__)
@@ -99,10 +99,7 @@ class Outbox:
         self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flush")
 
     def _open_sync(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self.fsync]}")
-        db.executescript(_SCHEMA)
+        db = sqlite.connect(self.path, schema=_SCHEMA, synchronous=_SYNCHRONOUS[self.fsync])
         row = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
         if row is None:
             # The epoch makes record ids unique even if the outbox file is deleted and recreated.
@@ -249,7 +246,7 @@ class Outbox:
         self, db: sqlite3.Connection, rows: list[tuple[int, str]], cursors: dict[str, int],
         compact: bool,
     ) -> None:
-        with _transaction(db):
+        with sqlite.transaction(db):
             if rows:
                 db.executemany("INSERT INTO records (kind, body) VALUES (?, ?)", rows)
             if cursors:
@@ -271,7 +268,7 @@ class Outbox:
         self.stats.size_bytes = self._used_bytes()
 
     def _drop_oldest_readings(self, db: sqlite3.Connection, how_many: int) -> None:
-        with _transaction(db):
+        with sqlite.transaction(db):
             cur = db.execute(
                 "DELETE FROM records WHERE seq IN "
                 "(SELECT seq FROM records WHERE kind = ? ORDER BY seq LIMIT ?)",
@@ -395,17 +392,3 @@ def _encode(item: Batch | Event) -> str:
     """JSON for one record; a value JSON cannot hold (bytes from a driver) becomes its text
     rather than failing the whole group commit."""
     return json.dumps(item.to_dict(), ensure_ascii=False, default=str)
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN ... COMMIT, rolled back on any error so a failure never leaves the database
-    inside a transaction that every later commit would trip over."""
-    db.execute("BEGIN")
-    try:
-        yield
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")

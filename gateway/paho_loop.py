@@ -6,8 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from typing import Any
 
 import paho.mqtt.client as mqtt
+
+
+def call_from_thread(loop: asyncio.AbstractEventLoop | None, callback: Any, *args: Any) -> None:
+    """Run `callback(*args)` on `loop` from paho's thread; dropped when the loop is gone."""
+    if loop is not None and not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop closed between check and call
+            loop.call_soon_threadsafe(callback, *args)
 
 
 async def stop_network_thread(client: mqtt.Client, timeout: float) -> bool:
@@ -21,8 +29,7 @@ async def stop_network_thread(client: mqtt.Client, timeout: float) -> bool:
 
     def stop() -> None:
         client.loop_stop()
-        with contextlib.suppress(RuntimeError):  # the loop may be gone already
-            loop.call_soon_threadsafe(stopped.set)
+        call_from_thread(loop, stopped.set)
 
     threading.Thread(target=stop, name="mqtt-stop", daemon=True).start()
     return await wait_set(stopped, max(0.1, timeout))

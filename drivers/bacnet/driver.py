@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -39,11 +39,20 @@ from drivers.bacnet.values import (
     engineering_value,
     error_text,
     is_error,
+    python_value,
     same_value,
     status_quality,
     value_to_write,
 )
-from drivers.base import Driver, DriverError, Emit
+from drivers.base import (
+    Driver,
+    DriverError,
+    Emit,
+    PollGroup,
+    RequestStats,
+    plan_for,
+    poll_groups_of,
+)
 from gateway.batch import Batch, Quality
 from gateway.config.models import BACNET_COMMANDABLE, BacnetConnection, Device, Profile
 
@@ -62,14 +71,6 @@ RPM_UNSUPPORTED = ("unrecognized-service", "service-request-denied", "optional-f
 
 
 @dataclass(frozen=True, slots=True)
-class PollGroup:
-    """A group of points polled together on its own timer."""
-
-    interval: float
-    points: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Failed:
     """A property that produced no value, and why."""
 
@@ -77,25 +78,7 @@ class Failed:
     why: str
 
 
-@dataclass(slots=True)
-class RequestStats:
-    """One device's requests: how many, how they failed, how long the answered ones took."""
-
-    requests: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # timeout, abort_*, reject_*, error_*
-    answered: int = 0
-    last_latency: float | None = None
-    mean_latency: float | None = None
-    last_good_read: float | None = None
-
-    def answer(self, latency: float) -> None:
-        self.answered += 1
-        self.last_latency = latency
-        mean = self.mean_latency or 0.0
-        self.mean_latency = mean + (latency - mean) / self.answered
-
-    def error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
+NOT_IN_ANSWER = Failed(Quality.DEVICE_EXCEPTION, "not in the answer")  # shared: Failed is frozen
 
 
 class BacnetDriver(Driver):
@@ -133,17 +116,12 @@ class BacnetDriver(Driver):
     @property
     def poll_groups(self) -> dict[str, PollGroup]:
         """The groups `read()` takes, with their intervals and points (batch order)."""
-        return {name: PollGroup(plan.interval, plan.points) for name, plan in self.plans.items()}
+        return poll_groups_of(self.plans)
 
     def stats(self) -> dict[str, Any]:
         """Request statistics for the CLI and the periodic device status."""
-        s = self._stats
         return {
-            "requests": s.requests,
-            "errors": dict(s.errors),
-            "latency_ms": _ms(s.last_latency),
-            "mean_latency_ms": _ms(s.mean_latency),
-            "last_good_read": s.last_good_read,
+            **self._stats.snapshot(),
             "rpm": self._rpm,
             "apdu_budget": self._budget,
             "max_apdu": self._max_apdu,
@@ -176,12 +154,7 @@ class BacnetDriver(Driver):
     async def read(self, group: str = DEFAULT_GROUP) -> Batch:
         """Run one poll group's plan: one batch, each point good or carrying why not.
         Raise DriverError(comm_failure) when the device answers nothing."""
-        plan = self.plans.get(group)
-        if plan is None:
-            raise DriverError(
-                f"{self.device.id} has no poll group {group!r} (it has: {', '.join(self.plans)})",
-                BAD_REQUEST,
-            )
+        plan = plan_for(self.device.id, self.plans, group)
         await self.network.start()
         probe_retries = self.device.retries if self._answering else 0
         try:
@@ -387,7 +360,7 @@ class BacnetDriver(Driver):
         back = await self._read_back(ref, slot)
         if not same_value(encoded, back):
             raise DriverError(
-                f"{point} of {self.device.id} reads back {_plain(back)!r} after writing {value!r}"
+                f"{point} of {self.device.id} reads back {python_value(back)!r} after writing {value!r}"
                 + (f" at priority {slot}" if slot else ""),
                 VERIFY_FAILED,
             )
@@ -407,7 +380,7 @@ class BacnetDriver(Driver):
         back = await self._read_back(ref, slot)
         if getattr(back, "null", None) is None:
             raise DriverError(
-                f"{point} of {self.device.id} still holds {_plain(back)!r} at priority {slot} after relinquish",
+                f"{point} of {self.device.id} still holds {python_value(back)!r} at priority {slot} after relinquish",
                 VERIFY_FAILED,
             )
         self._log.info("point relinquished", point=point, priority=slot)
@@ -479,7 +452,7 @@ def _batch(device: str, ts: float, plan: ReadPlan, results: dict[Any, Any]) -> B
     values: list[Any] = [None] * len(plan.points)
     quality: list[str] | None = None
     for read in plan.point_reads:
-        raw = results.get(read.key, Failed(Quality.DEVICE_EXCEPTION, "not in the answer"))
+        raw = results.get(read.key, NOT_IN_ANSWER)
         if isinstance(raw, Failed):
             value, problem = None, raw.quality
         else:
@@ -513,13 +486,3 @@ def _reason(exc: BaseException) -> str:
 
 def _can_send_segments(segmentation: Any) -> bool:
     return str(segmentation) in ("segmented-both", "segmented-transmit")
-
-
-def _plain(value: Any) -> Any:
-    from drivers.bacnet.values import python_value
-
-    return python_value(value)
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)

@@ -54,7 +54,6 @@ _ORDERS: dict[str, tuple[str, str]] = {
     "DCBA": (">", "<"),
 }
 
-NUMBER_TYPES: tuple[str, ...] = tuple(_NUMBERS)
 DATA_TYPES: tuple[str, ...] = (*_NUMBERS, *_BCD, "bool", "string")
 BYTE_ORDERS: tuple[str, ...] = tuple(_ORDERS)
 

@@ -10,13 +10,13 @@ requests of the poll and writes get the device's `retries`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from pymodbus.constants import ExcCodes
 
-from drivers.base import Driver, DriverError, Emit, PollGroup
+from drivers.base import Driver, DriverError, Emit, PollGroup, plan_for, poll_groups_of
+from drivers.base import RequestStats as BaseRequestStats
 from drivers.modbus.bus import Bus, Read, Reply, Write
 from drivers.modbus.plan import (
     DEFAULT_GROUP,
@@ -37,39 +37,19 @@ WRITE_FAILED = "write_failed"
 VERIFY_FAILED = "verify_failed"
 
 
-@dataclass(slots=True)
-class RequestStats:
-    """One device's requests on its bus: how many, how they failed, how long they took."""
+class RequestStats(BaseRequestStats):
+    """One device's requests on its bus; failures are timeout, connection, exception_N ..."""
 
-    requests: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # timeout, connection, exception_N ...
-    last_latency: float | None = None  # seconds on the wire, answered requests only
-    mean_latency: float | None = None
-    answered: int = 0
-    last_good_read: float | None = None  # epoch seconds of the last poll the device answered
+    __slots__ = ()
 
     def record(self, reply: Reply) -> None:
         self.requests += 1
         if reply.failure is not None:
-            kind = reply.failure
-        else:
-            self.answered += 1
-            self.last_latency = reply.latency
-            mean = self.mean_latency or 0.0
-            self.mean_latency = mean + (reply.latency - mean) / self.answered
-            if reply.exception_code is None:
-                return
-            kind = f"exception_{reply.exception_code}"
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "errors": dict(self.errors),
-            "latency_ms": _ms(self.last_latency),
-            "mean_latency_ms": _ms(self.mean_latency),
-            "last_good_read": self.last_good_read,
-        }
+            self.error(reply.failure)
+            return
+        self.answer(reply.latency)
+        if reply.exception_code is not None:
+            self.error(f"exception_{reply.exception_code}")
 
 
 class ModbusDriver(Driver):
@@ -109,7 +89,7 @@ class ModbusDriver(Driver):
     @property
     def poll_groups(self) -> dict[str, PollGroup]:
         """The groups `read()` takes, with their intervals and points (batch order)."""
-        return {name: PollGroup(plan.interval, plan.points) for name, plan in self.plans.items()}
+        return poll_groups_of(self.plans)
 
     def stats(self) -> dict[str, Any]:
         """Request statistics for the CLI and the periodic device status."""
@@ -126,12 +106,7 @@ class ModbusDriver(Driver):
     async def read(self, group: str = DEFAULT_GROUP) -> Batch:
         """Run one poll group's plan: one batch, each request's points good or carrying
         its failure. Raise DriverError(comm_failure) when the device answers nothing."""
-        plan = self.plans.get(group)
-        if plan is None:
-            raise DriverError(
-                f"{self.device.id} has no poll group {group!r} (it has: {', '.join(self.plans)})",
-                BAD_REQUEST,
-            )
+        plan = plan_for(self.device.id, self.plans, group)
         values: list[Any] = [None] * len(plan.points)
         quality: list[str] | None = None
         requests = plan.requests
@@ -267,7 +242,3 @@ def _exception_name(code: int) -> str:
         return f"{code} ({ExcCodes(code).name.lower()})"
     except ValueError:
         return str(code)
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)

@@ -21,7 +21,6 @@ from gateway.batch import Quality
 from gateway.config.models import BIT_TABLES, Device, ModbusPoint, Profile, ReadLimits
 
 MAX_REGISTERS = 125  # the most a read holding/input registers request may ask for
-MAX_BITS = 2000  # the most a read coils/discrete inputs request may ask for
 BITS_PER_GAP_REGISTER = 16  # a gap of max_gap registers costs as many answer bytes as 16x bits
 TABLES = ("holding", "input", "coil", "discrete")
 

@@ -12,7 +12,6 @@ sessions are clean, so the broker forgets subscriptions with the connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 import uuid
@@ -25,7 +24,7 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from gateway.config.models import MqttConnection
-from gateway.paho_loop import stop_network_thread, wait_set
+from gateway.paho_loop import call_from_thread, stop_network_thread, wait_set
 
 log = structlog.get_logger(__name__)
 
@@ -252,10 +251,7 @@ class Broker:
             self._call(self._drain)
 
     def _call(self, callback: Any, *args: Any) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed between check and call
-                loop.call_soon_threadsafe(callback, *args)
+        call_from_thread(self._loop, callback, *args)
 
     # --- state, on the loop ------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import structlog
 
+from gateway.sinks.contract import dumps, iso_utc
+
 log = structlog.get_logger(__name__)
 
 AUDIT_FILE = "audit.jsonl"
@@ -52,8 +54,7 @@ def line_hash(line: bytes) -> str:
 
 def iso_now(ts: float | None = None) -> str:
     """ISO-8601 UTC with milliseconds, the form every timestamp in the log takes."""
-    seconds, millis = divmod(round((time.time() if ts is None else ts) * 1000), 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return iso_utc(time.time() if ts is None else ts)
 
 
 class AuditLog:
@@ -102,8 +103,7 @@ class AuditLog:
                 "reason": entry.reason,
                 "prev": self.head,
             }
-            line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
-            data = line.encode("utf-8")
+            data = dumps(record)
             try:
                 _write_all(self._fd, data + b"\n")
                 os.fsync(self._fd)

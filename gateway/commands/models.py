@@ -26,6 +26,8 @@ from pydantic import (
     ValidationError,
 )
 
+from gateway.sinks.contract import dumps
+
 MAX_PAYLOAD = 64 * 1024  # bytes; a command is a few hundred
 SUPPORTED = ("write", "device_status", "reload")
 NOT_YET = ("ack_alarm", "shelve_alarm", "update_ticket")  # the rule engine owns alarms and tickets
@@ -87,8 +89,7 @@ class Reply(BaseModel):
     ts: str
 
     def payload(self) -> bytes:
-        body = self.model_dump(exclude_none=True)
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+        return dumps(self.model_dump(exclude_none=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,12 @@ def default_client_id(config: SiteConfig, sink: MqttSinkConfig | None = None) ->
     upstream = sink or config.upstream
     gateway = gateway_id(upstream) if upstream is not None else socket.gethostname()
     suffix = "" if sink is None or sink is config.upstream else f"-{sink.name}"
-    return f"{config.site.id}-{gateway}{suffix}"[:64]
+    return client_id_of(config.site.id, gateway, suffix)
+
+
+def client_id_of(site: str, gateway: str, suffix: str = "") -> str:
+    """The MQTT client id of a gateway's connection: `<site>-<gateway>[-<sink>]`, at most 64."""
+    return f"{site}-{gateway}{suffix}"[:64]
 
 
 def config_hash(config: SiteConfig) -> str:

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import structlog
 
+from gateway import sqlite
 from gateway.batch import Batch, Kind, Quality, Record
 from gateway.config.models import HistorySinkConfig
 from gateway.sinks.base import Sink, SinkUnavailable
@@ -89,13 +90,7 @@ def _rows(batch: Batch) -> list[tuple[str, str, float, float | None, str | None,
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) a history database in WAL mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    db.executescript(_SCHEMA)
-    return db
+    return sqlite.connect(path, schema=_SCHEMA, synchronous="NORMAL", busy_timeout_ms=5000)
 
 
 class HistorySink(Sink):
@@ -153,17 +148,12 @@ class HistorySink(Sink):
         assert self._db is not None
         new_series = {(r[0], r[1]) for r in rows} - self._series
         db = self._db
-        db.execute("BEGIN")
-        try:
+        with sqlite.transaction(db):
             db.executemany(_INSERT, rows)
             if new_series:
                 db.executemany(
                     "INSERT OR IGNORE INTO series (device, point) VALUES (?, ?)", new_series
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._series |= new_series
 
     def _prune(self) -> None:

@@ -32,10 +32,10 @@ import gateway
 from gateway.batch import Batch, Event, Kind, Record
 from gateway.catalog import Catalog
 from gateway.config.models import MqttSinkConfig
-from gateway.paho_loop import stop_network_thread, wait_set
+from gateway.paho_loop import call_from_thread, stop_network_thread, wait_set
 from gateway.sinks import contract
 from gateway.sinks.base import Sink, SinkUnavailable
-from gateway.sinks.contract import iso_utc  # noqa: F401  (re-exported: callers import it here)
+from gateway.sinks.factory import client_id_of
 from gateway.sinks.factory import gateway_id as default_gateway_id
 from gateway.sinks.report import ReportFilter, policy_lookup
 from gateway.sinks.tls import TlsSetupError, diagnose, ssl_context
@@ -76,7 +76,7 @@ class MqttSink(Sink):
         self.site = catalog.site_id
         # the topic level; without one configured or given, the host name (see factory)
         self.gateway_id = gateway_id or default_gateway_id(config)
-        self.client_id = client_id or config.client_id or f"{self.site}-{self.gateway_id}"[:64]
+        self.client_id = client_id or config.client_id or client_id_of(self.site, self.gateway_id)
         self.identity = contract.Identity(self.site, self.gateway_id)
         self.topics = contract.Topics.of(config.topic_prefix, self.site, self.gateway_id)
         self.status_topic = self.topics.gateway_status
@@ -275,12 +275,7 @@ class MqttSink(Sink):
         self._call(self._confirmed, mid)
 
     def _call(self, callback: Any, *args: Any) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(callback, *args)
-            except RuntimeError:  # loop closed between the check and the call
-                pass
+        call_from_thread(self._loop, callback, *args)
 
     # --- state, on the loop ----------------------------------------------------------
 

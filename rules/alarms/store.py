@@ -9,11 +9,11 @@ executor.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gateway import sqlite
 from rules.alarms.lifecycle import Alarm
 
 _SCHEMA = """
@@ -29,17 +29,14 @@ class AlarmStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        self._db = sqlite.connect(self.path, schema=_SCHEMA)
 
     def save(self, alarms: Iterable[Alarm]) -> None:
         """Write these alarms' states in one transaction (the others are left as they are)."""
         rows = [(a.id, json.dumps(a.snapshot(), ensure_ascii=False, default=str)) for a in alarms]
         if not rows:
             return
-        with self._transaction():
+        with sqlite.transaction(self._db, immediate=True):
             self._db.executemany(
                 "INSERT INTO alarms (id, state) VALUES (?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET state = excluded.state",
@@ -52,7 +49,7 @@ class AlarmStore:
 
     def forget(self, alarm_ids: Iterable[str]) -> None:
         """Drop the saved state of alarms whose rule is gone from the configuration."""
-        with self._transaction():
+        with sqlite.transaction(self._db, immediate=True):
             self._db.executemany("DELETE FROM alarms WHERE id = ?", [(i,) for i in alarm_ids])
 
     def close(self) -> None:
@@ -63,19 +60,3 @@ class AlarmStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """BEGIN … COMMIT, or ROLLBACK on an exception (the connection is in autocommit mode)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -11,10 +11,10 @@ and the ones awaiting follow-up are loaded.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from gateway import sqlite
 from rules.tickets.book import TicketBook
 from rules.tickets.model import FINAL, Ticket
 from rules.tickets.schedule import Schedule
@@ -35,9 +35,7 @@ _FINAL = tuple(s.value for s in FINAL)
 class TicketStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite.connect(self.path, schema=_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -50,8 +48,7 @@ class TicketStore:
     ) -> None:
         """One transaction: the changed tickets, the schedule state, the book's id counter."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite.transaction(db, immediate=True):
             db.executemany(
                 "INSERT OR REPLACE INTO tickets (id, status, body) VALUES (?, ?, ?)",
                 [(t.id, t.status.value, json.dumps(t.to_dict(), ensure_ascii=False)) for t in tickets],
@@ -67,10 +64,6 @@ class TicketStore:
                     "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                     [("id_day", book.id_day), ("id_seq", str(book.id_seq))],
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def commit(self, book: TicketBook, schedule: Schedule | None = None) -> None:
         """Save what changed in the book (and the schedule's state) in one transaction."""
