@@ -75,19 +75,19 @@ def _window(scope: Scope, point: str, seconds: float) -> list[float]:
     return _numbers(series.good_since(scope.now - seconds, scope.now))
 
 
-def _avg(scope: Scope, point: str, seconds: float) -> Any:
-    values = _window(scope, point, seconds)
-    return sum(values) / len(values) if values else None
+def _over(reduce: Callable[[list[float]], float]) -> Callable[[Scope, str, float], Any]:
+    """A window function: `reduce` of the window's good numbers, unknown when there are none."""
+
+    def run(scope: Scope, point: str, seconds: float) -> Any:
+        values = _window(scope, point, seconds)
+        return reduce(values) if values else None
+
+    return run
 
 
-def _min_over(scope: Scope, point: str, seconds: float) -> Any:
-    values = _window(scope, point, seconds)
-    return min(values) if values else None
-
-
-def _max_over(scope: Scope, point: str, seconds: float) -> Any:
-    values = _window(scope, point, seconds)
-    return max(values) if values else None
+_avg = _over(lambda values: sum(values) / len(values))
+_min_over = _over(min)
+_max_over = _over(max)
 
 
 def _span(scope: Scope, point: str, seconds: float | None) -> tuple[Sample, Sample] | None:

@@ -76,6 +76,12 @@ class _QuirkyApplication(Application):
         await super().response(apdu)
 
 
+async def _listening(app: Application) -> None:
+    """Wait until the app's datagram endpoints are bound, before anyone sends to them."""
+    for link in app.link_layers.values():
+        await asyncio.gather(*link.server._transport_tasks)
+
+
 @dataclass
 class TestDevice:
     """One simulated controller: a device object plus `objects` {"analog-input,1": spec}.
@@ -125,9 +131,7 @@ class TestDevice:
         app.cov = self.cov
         app.answer_limit = None if self.segmentation else self.max_apdu
         self.app = app
-        # let the datagram endpoint bind before anyone sends to it
-        for link in app.link_layers.values():
-            await asyncio.gather(*link.server._transport_tasks)
+        await _listening(app)
 
     async def stop(self) -> None:
         """Close the port: the device stops answering (and forgets its subscriptions)."""
@@ -189,8 +193,7 @@ class TestRouter:
             for net, port in ((1, self.port1), (2, self.port2))
         ]
         self.app = Application.from_object_list([device, *ports])
-        for link in self.app.link_layers.values():
-            await asyncio.gather(*link.server._transport_tasks)
+        await _listening(self.app)
 
     async def stop(self) -> None:
         if self.app is None:
@@ -270,7 +273,7 @@ class TestBBMD:
 
         link.register_foreign_device = register
         link.delete_foreign_device_table_entry = unregister
-        await asyncio.gather(*link.server._transport_tasks)
+        await _listening(self.app)
 
     async def stop(self) -> None:
         if self.app is None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from bacnet_devices import free_udp_port
 from bacpypes3.app import Application
 from bacpypes3.primitivedata import Null
 
@@ -36,12 +36,6 @@ from simsite import SimulatedSite  # noqa: E402
 pytestmark = pytest.mark.integration
 
 PLANT = ("ahu_b1_1", "hx_station_1")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def plant_site() -> SiteConfig:

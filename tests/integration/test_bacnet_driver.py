@@ -76,6 +76,16 @@ AHU_POINTS = {
 }
 
 
+def twenty_inputs() -> tuple[dict, dict, dict]:
+    """Twenty analog inputs (value n at instance n): too many for one 128-byte APDU.
+
+    Returns the device's objects, the profile's points and the values a good read gives.
+    """
+    objects = {f"analog-input,{n}": {"presentValue": float(n)} for n in range(1, 21)}
+    points = {f"t{n}": {"object": f"analog-input,{n}"} for n in range(1, 21)}
+    return objects, points, {f"t{n}": (float(n), Quality.GOOD) for n in range(1, 21)}
+
+
 def values(batch: Batch) -> dict[str, tuple[Any, str]]:
     return {name: (value, quality) for name, value, quality in batch.items()}
 
@@ -123,14 +133,13 @@ async def test_device_that_rejects_rpm_is_read_property_by_property(network: Bac
 async def test_small_apdu_device_without_segmentation_gets_several_smaller_requests(
     network: BacnetNetwork,
 ) -> None:
-    objects = {f"analog-input,{n}": {"presentValue": float(n)} for n in range(1, 21)}
+    objects, points, expected = twenty_inputs()
     small = TestDevice(1003, objects, max_apdu=128, segmentation=False)
     await small.start()
     try:
-        points = {f"t{n}": {"object": f"analog-input,{n}"} for n in range(1, 21)}
         driver = network.driver(device(small), profile(points))
         got = values(await driver.read())
-        assert got == {f"t{n}": (float(n), Quality.GOOD) for n in range(1, 21)}
+        assert got == expected
         assert driver.stats()["max_apdu"] == 128
         assert small.rpm_requests > 3  # 20 objects x 3 properties do not fit 128 bytes
         assert driver.stats()["errors"] == {}  # sized right from the start: nothing aborted
@@ -141,15 +150,14 @@ async def test_small_apdu_device_without_segmentation_gets_several_smaller_reque
 async def test_apdu_budget_halves_when_the_device_aborts_a_request_as_too_big(
     network: BacnetNetwork,
 ) -> None:
-    objects = {f"analog-input,{n}": {"presentValue": float(n)} for n in range(1, 21)}
+    objects, points, expected = twenty_inputs()
     liar = TestDevice(1004, objects, max_apdu=128, segmentation=False)
     await liar.start()
     try:
-        points = {f"t{n}": {"object": f"analog-input,{n}"} for n in range(1, 21)}
         # the config claims a big APDU: the device aborts, the driver halves and remembers
         driver = network.driver(device(liar, max_apdu=1476, segmentation=False), profile(points))
         got = values(await driver.read())
-        assert got == {f"t{n}": (float(n), Quality.GOOD) for n in range(1, 21)}
+        assert got == expected
         stats = driver.stats()
         assert stats["apdu_budget"] <= 128
         aborts = stats["errors"]["abort_segmentation-not-supported"]

@@ -7,7 +7,6 @@ configured in the gateway but never answers, like a meter whose RS-485 pair came
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
@@ -266,16 +265,10 @@ async def test_a_vanished_serial_line_is_a_comm_failure_and_reads_recover(line, 
 # --- RTU framed over TCP (a serial server) ------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 async def serial_server():
     """A serial-to-Ethernet converter: RTU frames over TCP, units 1 and 2 behind it."""
-    port = free_port()
+    port = services.free_port()
     server = ModbusTcpServer(
         [sim_device(1), sim_device(2)], address=("127.0.0.1", port), framer=FramerType.RTU,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -28,17 +27,12 @@ from gateway.config.models import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from services import free_port  # noqa: E402
 from simsite import SimulatedSite  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_profile(profile_id: str, points: dict[str, dict], order: str = "ABCD") -> Profile:
@@ -296,9 +290,11 @@ def as_dict(batch) -> dict:
 
 async def test_the_simulated_site_serves_what_it_simulates(site):
     site, drivers = site
+    assert set(drivers) == {"pump_b1_1", "meter_b1_main"}
     for device_id, driver in drivers.items():
         batch = await driver.read()
         assert batch.quality is None
+        assert set(batch.points) == set(driver.profile.points), device_id
         for point, value in as_dict(batch).items():
             assert value == site.value(device_id, point), (device_id, point)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from gateway.config.models import SiteConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+from services import free_port  # noqa: E402
 from simsite import SimulatedSite  # noqa: E402
 from simsite.models.elevator import FLOORS  # noqa: E402
 
@@ -37,12 +37,6 @@ TIMEOUT = 0.3  # seconds; only the meter_silent test waits for one
 # fixed seed too, every run simulates the same morning.
 MORNING = datetime(2025, 6, 2, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 SEED = 11
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def demo_site(*, only: set[str] | None = None) -> SiteConfig:
@@ -102,6 +96,7 @@ def test_the_example_profiles_exercise_every_map_feature():
 
 async def test_every_example_device_reads_back_exactly_what_is_simulated(demo):
     site, drivers = demo
+    assert {"pump_b1_1", "meter_b1_lighting", "lift_b1_1", "fire_panel_main"} <= set(drivers)
     for device_id, driver in drivers.items():
         values = await read_all(driver)
         profile = site.devices[device_id].profile

@@ -73,7 +73,7 @@ class SimApplication(Application):
             await super().indication(apdu)
 
 
-def build_objects(device: Device, profile: Profile, values: dict[str, Any]) -> dict[str, Any]:
+def build_objects(profile: Profile, values: dict[str, Any]) -> dict[str, Any]:
     """The device's point objects by point name, initialised from the model's `values`."""
     objects: dict[str, Any] = {}
     for name, point in profile.points.items():
@@ -164,7 +164,7 @@ class SimulatedBacnetDevice:
             segmentationSupported="segmented-both",
         )
         port = NetworkPortObject(self.endpoint, objectIdentifier=("network-port", 1), objectName="NetworkPort-1")
-        self._objects = build_objects(self.device, self.profile, self.model.values)
+        self._objects = build_objects(self.profile, self.model.values)
         self._app = SimApplication.from_object_list([device_object, port, *self._objects.values()])
         self._app.muted = self.mode == "silent"
         self.refresh()
