@@ -79,8 +79,8 @@ class CommandHandler:
     """
 
     def __init__(
-        self, target: CommandTarget, connection: Connection, audit: AuditLog, *,
-        commands_topic: str, reply_topic: Callable[[str], str], via: str,
+        self, target: CommandTarget, connection: Connection | None, audit: AuditLog, *,
+        commands_topic: str = "", reply_topic: Callable[[str], str] = str, via: str = "local",
         write_timeout: float = WRITE_TIMEOUT,
         load: Callable[[Any], SiteConfig] | None = None,
     ) -> None:
@@ -99,6 +99,8 @@ class CommandHandler:
 
     def attach(self) -> None:
         """Subscribe on the upstream connection (made again by it on every reconnect)."""
+        if self.connection is None:
+            raise RuntimeError("commands have no upstream connection to subscribe on")
         self.connection.subscribe(self.commands_topic, self.on_message)
         log.info("accepting commands", topic=self.commands_topic, audit=str(self.audit.path))
 
@@ -108,11 +110,16 @@ class CommandHandler:
         if reply is None:
             return
         topic = self.reply_topic(reply.id)
-        if not await self.connection.publish_now(topic, reply.payload(), qos=1):
+        if self.connection is None or not await self.connection.publish_now(topic, reply.payload(), qos=1):
             log.warning("command reply not confirmed by the broker", request_id=reply.id, topic=topic)
 
-    async def handle(self, payload: bytes) -> Reply | None:
-        """Run one command and audit it; the reply to send, None when it had no usable id."""
+    async def handle(self, payload: bytes, via: str | None = None) -> Reply | None:
+        """Run one command and audit it; the reply to send, None when it had no usable id.
+
+        `via` names where this command came from when not the upstream connection (the
+        local CLI: `cli:<user>`); a command without "by" is audited as coming from it.
+        """
+        via = via or self.via
         async with self._lock:
             if self._closing:
                 log.warning("command ignored: the gateway is stopping", bytes=len(payload))
@@ -131,8 +138,8 @@ class CommandHandler:
                 done = await self._run(parsed)
                 value = done.value if done.value is not None else value
             entry = AuditEntry(
-                who=by or self.via, outcome=done.outcome, request_id=request_id, type=kind,
-                target=target, value=value, reason=done.reason, via=self.via,
+                who=by or via, outcome=done.outcome, request_id=request_id, type=kind,
+                target=target, value=value, reason=done.reason, via=via,
             )
             await self._audit(entry)
             seq, head = self.audit.count, self.audit.head  # the chain head, kept in the journal too

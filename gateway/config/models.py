@@ -6,15 +6,11 @@ a silently ignored setting. Loading and error reporting live in `loader.py`.
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     SecretStr,
@@ -23,58 +19,19 @@ from pydantic import (
     model_validator,
 )
 
-# Unicode word characters: ids may be Chinese; no spaces or slashes (they become topics and tags).
-ID_PATTERN = r"^\w[\w.-]*$"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    None: 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30,
-}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like '500ms', '5s', '2m', '1h', '30d'."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 5s, 500ms, 2m or 1h")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and (match := _DURATION.match(value)):
-        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ValueError(f"{value!r} is not a duration; expected e.g. 5s, 500ms, 2m or 1h")
-
-
-def parse_size(value: Any) -> int:
-    """Bytes from a number or a string like '512MB' or '2GiB'."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 512MB or 2GiB")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and (match := _SIZE.match(value)):
-        unit = match.group(2).lower() if match.group(2) else None
-        return int(float(match.group(1)) * _SIZE_UNITS[unit])
-    raise ValueError(f"{value!r} is not a size; expected e.g. 512MB, 2GiB or a number of bytes")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-Pause = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-Timeout = Annotated[float, BeforeValidator(parse_duration), Field(ge=0.05, le=60)]
-Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
-Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
-
-
-def _number_as_text(value: Any) -> Any:
-    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-
-# Rooms, floors and serial numbers are often written bare (room: 101); they are still text.
-Text = Annotated[str, BeforeValidator(_number_as_text)]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from gateway.config.rule_models import MaintenanceTask, Rule, RuleFile, RulesConfig, SlaConfig
+from gateway.config.types import (  # noqa: F401 (re-exported: models are imported from here)
+    ID_PATTERN,
+    Duration,
+    Identifier,
+    Model,
+    Pause,
+    Size,
+    Text,
+    Timeout,
+    parse_duration,
+    parse_size,
+)
 
 
 class Secret(Model):
@@ -223,7 +180,7 @@ SinkConfig = Annotated[InfluxSinkConfig | HistorySinkConfig | MqttSinkConfig, Fi
 class Include(Model):
     profiles: list[str] = ["profiles/*.yaml"]
     devices: list[str] = ["devices/*.yaml"]
-    rules: list[str] = []
+    rules: list[str] = ["rules/*.yaml"]  # site rule files: rules across devices, maintenance plans
 
 
 # --- profiles (device maps) --------------------------------------------------------
@@ -509,7 +466,8 @@ class Profile(Model):
     addressing: Addressing = "zero_based"
     limits: ReadLimits = ReadLimits()
     points: dict[Identifier, Point]
-    rules: list[dict[str, Any]] = []  # compiled by the rules issue; kept as written until then
+    rules: list[Rule] = []  # docs/rules.md; expressions are compiled by the loader
+    maintenance: list[MaintenanceTask] = []  # preventive tickets for each device of the model
     source: str | None = Field(default=None, exclude=True)  # file it came from
 
     @model_validator(mode="after")
@@ -670,8 +628,11 @@ class SiteConfig(Model):
     upstream: MqttSinkConfig | None = None
     bacnet: BacnetLocal = BacnetLocal()
     include: Include = Include()
+    sla: SlaConfig = SlaConfig()
+    rules: RulesConfig = RulesConfig()
     profiles: dict[str, Profile] = Field(default_factory=dict, exclude=True)
     devices: list[Device] = Field(default_factory=list, exclude=True)
+    rule_files: list[RuleFile] = Field(default_factory=list, exclude=True)
     source: Path | None = Field(default=None, exclude=True)
 
     def all_sinks(self) -> list[InfluxSinkConfig | HistorySinkConfig | MqttSinkConfig]:

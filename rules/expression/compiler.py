@@ -46,13 +46,16 @@ class Expression:
     `points` are the names it reads, as written (`outlet_pressure` or
     `pump_b1_1.outlet_pressure`), for the engine's point → rules index. `windows` maps
     each of them to the seconds of history it needs (0 when only the latest value is
-    read), for `History.need`.
+    read), for `History.need`. `timed` is true when the value can change with time alone
+    (a window slides, a value ages): the engine evaluates such expressions on its tick
+    as well as when an input arrives.
     """
 
     text: str
     points: frozenset[str]
     windows: Mapping[str, float]
     _run: Evaluate = field(repr=False)
+    timed: bool = False
 
     def evaluate(self, scope: Scope) -> Any:
         """The value of the expression now; None when it cannot be known."""
@@ -76,7 +79,8 @@ def compile_expression(
     except RecursionError:
         raise ExpressionError("the expression is nested too deeply", text=text,
                               source=where) from None
-    return Expression(text, frozenset(compiler.windows), dict(compiler.windows), run)
+    return Expression(text, frozenset(compiler.windows), dict(compiler.windows), run,
+                      compiler.timed)
 
 
 def _truth(value: Any) -> bool | None:
@@ -91,6 +95,7 @@ class _Compiler:
         self.source = source
         self.known = known
         self.windows: dict[str, float] = {}
+        self.timed = False
         self._condition_points: list[str] | None = None  # set while compiling count()
 
     def error(self, message: str, at: Tree | Token) -> ExpressionError:
@@ -242,6 +247,8 @@ class _Compiler:
         if self._condition_points is not None and spec.reads_history:
             raise self.error(f"{spec.name}() reads history and cannot be used inside count(); "
                              f"count's condition looks at one sample at a time", name_token)
+        if spec.reads_history and spec.name != "changed":
+            self.timed = True  # a window slides and a value ages without a new sample
         if spec.name == "count":
             return self.count(args)
         if not spec.reads_history:

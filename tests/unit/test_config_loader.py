@@ -309,7 +309,7 @@ def test_a_misspelt_required_key_is_reported_as_unknown_and_as_missing(in_tmp: P
     assert errors_of(site) == [
         "profiles/pump.yaml:1:1: missing required key 'system' (e.g. water_supply, power, hvac)",
         "profiles/pump.yaml:2:1 sytem: 'sytem' is not a known key here; allowed keys: id, name, "
-        "system, protocol, vendor, model, description, order, addressing, limits, points, rules; "
+        "system, protocol, vendor, model, description, order, addressing, limits, points, rules, maintenance; "
         "did you mean system?",
     ]
 
