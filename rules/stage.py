@@ -1,16 +1,23 @@
-"""The rules stage of the pipeline.
+"""The rules stage of the pipeline: what the pipeline asks of the rule engine.
 
-Until the rule engine lands it passes batches through and raises nothing; the
-pipeline already calls it for every batch so rules slot in without reshaping the flow.
+Every batch passes the stage before it is stored; the stage answers with what the batch
+caused: derived points (batches, stored and sent like read ones) and events (alarms,
+tickets). `PassThrough` is the stage of a gateway that runs no rules.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from gateway.batch import Batch, Event
 
 
-class RulesStage:
-    """Sees every batch before it is stored; returns the events the batch caused."""
+class RulesStage(Protocol):
+    def process(self, batch: Batch) -> list[Batch | Event]: ...
 
-    def process(self, batch: Batch) -> list[Event]:
+
+class PassThrough:
+    """No rules: batches go straight to the outbox and cause nothing."""
+
+    def process(self, batch: Batch) -> list[Batch | Event]:
         return []

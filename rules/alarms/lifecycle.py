@@ -68,6 +68,15 @@ class Alarm:
             return AlarmState.SUPPRESSED
         return self._base
 
+    @property
+    def pending(self) -> tuple[bool | None, float]:
+        """The condition a running delay leads to (None: no delay runs) and since when.
+
+        With `last_change` it tells the engine whether a call changed anything worth
+        saving: a delay that starts changes no state but must survive a restart.
+        """
+        return (self._pending, self._pending_since if self._pending is not None else 0.0)
+
     # --- what the engine and the operators call ---------------------------------------
 
     def update(

@@ -19,8 +19,9 @@ ALARM_STATE = "alarm_state"
 TICKET_EVENT = "ticket_event"
 TICKET_STATE = "ticket_state"
 MAINTENANCE = "maintenance"
+ALARM_FLOOD = "alarm_flood"
 # Every event type the engine produces; the outbox never drops these when it is full.
-RULE_EVENTS = (ALARM_EVENT, ALARM_STATE, TICKET_EVENT, TICKET_STATE, MAINTENANCE)
+RULE_EVENTS = (ALARM_EVENT, ALARM_STATE, TICKET_EVENT, TICKET_STATE, MAINTENANCE, ALARM_FLOOD)
 
 _ALARM_TIMES = ("raised_at", "acknowledged_at", "shelved_until", "last_change")
 
@@ -58,6 +59,8 @@ def ticket_event(event: TicketEvent) -> Event:
     body = event.to_dict()
     body.pop("type", None)  # "ticket_event": the envelope's type says so
     body.pop("ts", None)
+    if isinstance(body.get("deadline"), int | float):  # times are ISO throughout the contract
+        body["deadline"] = iso_utc(body["deadline"])
     return Event(TICKET_EVENT, event.ts, event.device, body)
 
 
@@ -70,11 +73,22 @@ def ticket_state(ticket: Ticket, now: float) -> Event:
 
 
 def maintenance(device: str, on: bool, until: float | None, now: float, *,
-                by: str | None = None, reason: str | None = None) -> Event:
-    """A device entered or left maintenance mode; its alarms are suppressed meanwhile."""
+                by: str | None = None, reason: str | None = None,
+                expired: bool = False) -> Event:
+    """A device entered or left maintenance mode; its alarms are suppressed meanwhile.
+
+    `expired`: the mode ended by itself at its `until`, nobody switched it off.
+    """
     body: dict[str, Any] = {"maintenance": on, "until": _iso(until)}
     if by is not None:
         body["by"] = by
     if reason is not None:
         body["reason"] = reason
+    if expired:
+        body["expired"] = True
     return Event(MAINTENANCE, now, device, body)
+
+
+def alarm_flood(now: float, flood: bool, raises: int, window: float) -> Event:
+    """An alarm flood started (`flood` true) or ended: `raises` alarms within `window` s."""
+    return Event(ALARM_FLOOD, now, None, {"flood": flood, "raises": raises, "window": window})

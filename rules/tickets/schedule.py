@@ -12,8 +12,9 @@ from __future__ import annotations
 import calendar
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rules.tickets.model import Kind, TicketRequest
 from rules.tickets.sla import DAY
@@ -38,6 +39,9 @@ class ScheduleEntry:
     counter: str | None = None  # e.g. "run_hours", "starts"
     every: float | None = None
     complete_within: float | None = None  # seconds to do the work, if the plan says
+    # The calendar cycles follow: "every 6 months from 1 December" means 1 June on the
+    # site's clock, which UTC months can miss by a day. None: UTC.
+    timezone: str | None = None
 
     def __post_init__(self) -> None:
         kinds = [self.every_days is not None, self.every_months is not None, self.counter is not None]
@@ -54,11 +58,14 @@ class ScheduleEntry:
         return f"{self.device}/{self.task}"
 
     def next_after(self, due: float) -> float:
-        """The calendar due after `due`."""
+        """The calendar due after `due`, counted on the calendar of `timezone`."""
         if self.every_days is not None:
-            return due + self.every_days * DAY
+            if self.timezone is None:
+                return due + self.every_days * DAY
+            local = datetime.fromtimestamp(due, ZoneInfo(self.timezone))
+            return (local + timedelta(days=self.every_days)).timestamp()  # wall-clock days
         assert self.every_months is not None
-        return add_months(due, self.every_months)
+        return add_months(due, self.every_months, self.timezone)
 
     def request(self, now: float, reason: dict[str, Any]) -> TicketRequest:
         return TicketRequest(
@@ -156,9 +163,10 @@ class Schedule:
         self.state = {k: dict(v) for k, v in state.items() if k in self.entries}
 
 
-def add_months(ts: float, months: int) -> float:
-    """`ts` plus calendar months (UTC), the day clamped to the month's end (31 Jan + 1 = 28/29 Feb)."""
-    dt = datetime.fromtimestamp(ts, UTC)
+def add_months(ts: float, months: int, timezone: str | None = None) -> float:
+    """`ts` plus calendar months (in `timezone`, default UTC), the day clamped to the month's
+    end (31 Jan + 1 = 28/29 Feb)."""
+    dt = datetime.fromtimestamp(ts, ZoneInfo(timezone) if timezone else UTC)
     month0 = dt.month - 1 + months
     year, month = dt.year + month0 // 12, month0 % 12 + 1
     day = min(dt.day, calendar.monthrange(year, month)[1])

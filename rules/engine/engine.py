@@ -1,0 +1,300 @@
+"""The rule engine: readings in; derived points, alarms, tickets and plans out.
+
+Every poll passes `process`; a timer calls `tick` for what time alone changes (delays,
+stale data, SLA clocks, maintenance plans, a maintenance mode running out); operators'
+commands and the views are in `commands.py` and `views.py`. All state that matters
+after a restart (alarms, tickets, schedule, counters, maintenance modes) is written at
+the end of the call that changed it.
+
+The engine is not thread-safe: the daemon calls it from its event loop only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from gateway.batch import Batch, Event, Quality
+from gateway.config.models import SiteConfig
+from rules.alarms import Alarm, AlarmEvent, AlarmState, EventType
+from rules.compile import CompiledRule, compile_rules
+from rules.engine import events
+from rules.engine.alarm_set import AlarmSet, SlaWatch
+from rules.engine.call import Call
+from rules.engine.commands import Commands
+from rules.engine.derived import Counter
+from rules.engine.evaluator import FAILED, Evaluator
+from rules.engine.flood import FloodWatch
+from rules.engine.index import Agenda, RuleIndex
+from rules.engine.maintenance import MaintenanceModes
+from rules.engine.plans import schedule_entry, sla_policy, usage_counters
+from rules.engine.state_store import COUNTER, DEBOUNCER, MAINTENANCE, SLA_ALARM
+from rules.engine.stores import EngineStores
+from rules.engine.tickets import ticket_request
+from rules.engine.views import Views
+from rules.expression import History
+from rules.tickets import Schedule, TicketBook, TicketEvent
+from rules.tickets.model import FINAL
+
+COUNTERS_EVERY = 60.0  # seconds of ticks between two saves of the counters
+
+Output = list[Batch | Event]
+
+
+class RuleEngine(Commands, Views):
+    """The site's rules, compiled once, with their alarms, tickets and plans."""
+
+    def __init__(self, config: SiteConfig, data_dir: Path, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        site = compile_rules(config)
+        if site.issues:
+            raise ValueError("the rules do not compile (was the configuration validated?):\n"
+                             + "\n".join(f"  {issue}" for issue in site.issues))
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.clock = clock
+        self.index = RuleIndex(site.rules)
+        self.history = History()
+        for rule in site.rules:
+            self.history.need(rule.windows)
+        self.evaluator = Evaluator(self.history)
+        self.alarm_set = AlarmSet(site.rules)
+        self.counters = {r.id: Counter(r.rule.accumulate) for r in site.rules
+                         if r.derive is not None and r.rule.accumulate is not None}
+        self.derived = site.derived_points()
+        self.book = TicketBook(sla_policy(config.sla))
+        self.schedule = Schedule(schedule_entry(p, config.site.timezone) for p in site.plans)
+        self.maintenance = MaintenanceModes()
+        self.flood = FloodWatch(config.rules.flood_window, config.rules.flood_threshold)
+        self.device_names = {d.id: d.name or d.id for d in config.devices}
+        self._stores: EngineStores | None = None
+        self._backlog: Output = []  # what a refused command had already caused
+        self._every_last: dict[str, float] = {}  # derived rules with every: → last run
+        self._counters_saved: float | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def open(self) -> Output:
+        """Restore everything saved, then tick: what ran out while down happens now."""
+        stores = self._stores = EngineStores(self.data_dir)
+        state = stores.state
+        gone = self.alarm_set.restore(stores.alarms.load(), state.load(DEBOUNCER), state.load(SLA_ALARM))
+        stores.forget(gone)
+        stores.tickets.load_into(self.book, self.schedule)
+        stores.loaded_schedule(self.schedule)
+        for rule_id, body in state.load(COUNTER).items():
+            if rule_id in self.counters:
+                self.counters[rule_id] = Counter.restore(self.counters[rule_id].of, body)
+        self.maintenance.load(state.load(MAINTENANCE))
+        # debouncers of rules that are gone go; counters stay (run hours are precious)
+        stores.replace(DEBOUNCER, {i: a.snapshot() for i, a in self.alarm_set.debouncers.items()})
+        now = self.clock()
+        out = Call(now)
+        for device in self.alarm_set.devices():  # rules added or saved states out of step
+            on = device in self.maintenance
+            for alarm in self.alarm_set.of_device(device):
+                self._step(out, alarm, lambda a=alarm, o=on: a.suppress(now, o))
+        return self._finish(out) + self.tick(now)
+
+    def close(self) -> None:
+        """Save counters and anything pending; close the stores."""
+        if self._stores is None:
+            return
+        self._stores.rows(COUNTER, {i: c.snapshot() for i, c in self.counters.items()})
+        self._stores.flush(self.book, self.schedule)
+        self._stores.close()
+        self._stores = None
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def process(self, batch: Batch) -> Output:
+        """One poll: the rules reading its points (and the derived points they feed)."""
+        self._stores_open()
+        out = Call(batch.ts)
+        self.history.record_batch(batch)
+        prefix = batch.device + "."
+        self._run(out, self.index.agenda(prefix + point for point in batch.points))
+        self._check_flood(out)
+        return self._finish(out)
+
+    def tick(self, now: float | None = None) -> Output:
+        """Timers: rules over time, alarm delays and shelves, maintenance modes, SLA clocks,
+        maintenance plans."""
+        self._stores_open()
+        now = self.clock() if now is None else now
+        out = Call(now)
+        for device in self.maintenance.expired(now):
+            self._leave_maintenance(out, device, expired=True)
+        agenda = self.index.agenda(())
+        for rule in self.index.timed:
+            if rule.derive is None or self._every_due(rule, now):
+                agenda.queue(rule)
+        self._run(out, agenda)
+        for alarm in list(self.alarm_set.every()):
+            self._step(out, alarm, lambda a=alarm: a.tick(now))
+        self._ticket_events(out, self.book.tick(now))
+        self._refresh_sla(out)
+        self._plans(out)
+        self._check_flood(out)
+        saved = self._counters_saved
+        out.save_counters = saved is None or not 0 <= now - saved < COUNTERS_EVERY
+        return self._finish(out)
+
+    def plans_due(self, now: float | None = None) -> list[Event]:
+        """Preventive tickets due by the calendar or by usage (tick checks them too)."""
+        self._stores_open()
+        out = Call(self.clock() if now is None else now)
+        self._plans(out)
+        return [item for item in self._finish(out) if isinstance(item, Event)]
+
+    def next_plan_due(self) -> float | None:
+        """The earliest calendar due, for a timer that fires right then."""
+        entries = self.schedule.entries
+        dues = [state["next"] for key, state in self.schedule.state.items()
+                if key in entries and entries[key].counter is None]
+        return min(dues, default=None)
+
+    # -- rules ---------------------------------------------------------------------------
+
+    def _run(self, out: Call, agenda: Agenda) -> None:
+        for rule in agenda:
+            if rule.derive is not None:
+                self._derive(out, rule, agenda)
+            else:
+                self._judge(out, rule)
+
+    def _derive(self, out: Call, rule: CompiledRule, agenda: Agenda) -> None:
+        value = self.evaluator.value(rule, out.now)
+        if value is FAILED:
+            return
+        counter = self.counters.get(rule.id)
+        if counter is not None:
+            value = counter.observe(out.now, None if value is None else bool(value))
+        quality = Quality.GOOD if value is not None else Quality.DECODE_ERROR
+        self.history.record(rule.id, out.now, value, quality)
+        out.derived.add(rule.device, rule.rule.id, out.now, value)
+        agenda.add(rule.id)
+
+    def _judge(self, out: Call, rule: CompiledRule) -> None:
+        truth = self.evaluator.truth(rule, out.now)
+        if truth is FAILED:
+            return
+        alarm = self.alarm_set.for_rule(rule.id)
+        assert alarm is not None
+        values = self.evaluator.template_values(rule) if rule.template_points else None
+        self._step(out, alarm, lambda: alarm.update(out.now, truth, values))
+
+    def _every_due(self, rule: CompiledRule, now: float) -> bool:
+        """A derived point is a reading: on the timer only at its `every:` pace."""
+        every = rule.rule.every
+        if every is None:
+            return False
+        last = self._every_last.get(rule.id)
+        if last is not None and 0 <= now - last < every:
+            return False
+        self._every_last[rule.id] = now
+        return True
+
+    # -- alarms --------------------------------------------------------------------------
+
+    def _step(self, out: Call, alarm: Alarm, step: Callable[[], list[AlarmEvent]]) -> None:
+        """Run one alarm operation; note the alarm if it changed, act on its events."""
+        before = (alarm.last_change, alarm.pending)
+        happened = step()
+        hidden = self.alarm_set.hidden(alarm)
+        if (alarm.last_change, alarm.pending) != before:
+            out.changed(alarm, hidden=hidden)
+        for event in happened:
+            if not hidden:
+                out.events.append(events.alarm_event(event, self.alarm_set.names[alarm.id]))
+            if event.type is EventType.RAISED:
+                self._raised(out, alarm, event, hidden)
+
+    def _raised(self, out: Call, alarm: Alarm, event: AlarmEvent, hidden: bool) -> None:
+        if not hidden:
+            self.flood.raised(event.ts)
+        rule = self.alarm_set.rules.get(alarm.id)
+        if rule is not None and rule.rule.ticket is not None:
+            request = ticket_request(rule, self.device_names.get(rule.device, rule.device),
+                                     with_alarm=not hidden)
+            self._ticket_events(out, self.book.open(request, event.ts)[1])
+
+    def _check_flood(self, out: Call) -> None:
+        event = self.flood.check(out.now)
+        if event is not None:
+            out.events.append(event)
+
+    def _leave_maintenance(self, out: Call, device: str, *, by: str | None = None,
+                           reason: str | None = None, expired: bool = False) -> None:
+        self.maintenance.leave(device)
+        out.maintenance = True
+        out.events.append(events.maintenance(device, False, None, out.now, by=by,
+                                             reason=reason, expired=expired))
+        for alarm in list(self.alarm_set.of_device(device)):
+            self._step(out, alarm, lambda a=alarm: a.suppress(out.now, False))
+
+    # -- tickets -------------------------------------------------------------------------
+
+    def _ticket_events(self, out: Call, happened: Iterable[TicketEvent]) -> None:
+        for event in happened:
+            out.events.append(events.ticket_event(event))
+            if event.type == "sla_breached":
+                ticket = self.book.get(event.ticket)
+                watch = SlaWatch(ticket.device, ticket.fault, ticket.id, event.body["clock"])
+                alarm = self.alarm_set.sla_alarm(watch)
+                out.sla = True
+                self._step(out, alarm, lambda a=alarm, ts=event.ts: a.update(ts, True))
+
+    def _refresh_sla(self, out: Call) -> None:
+        """SLA alarms return once the late work is done (or the ticket cancelled)."""
+        for watch in list(self.alarm_set.sla.values()):
+            alarm = self.alarm_set.alarms[watch.alarm_id]
+            held = watch.holds(self.book)
+            self._step(out, alarm, lambda a=alarm, h=held: a.update(out.now, h))
+
+    def _plans(self, out: Call) -> None:
+        usage = usage_counters(self.schedule, self.evaluator.latest_good, self.counters)
+        for request in self.schedule.due(out.now, usage, self.book.active_keys()):
+            self._ticket_events(out, self.book.open(request, out.now)[1])
+
+
+    # -- the end of every call -------------------------------------------------------------
+
+    def _finish(self, out: Call) -> Output:
+        """Outputs in order (derived points, events, then the states they left), then save."""
+        stores = self._stores_open()
+        items: Output = [*self._backlog, *out.derived.batches(), *out.events]
+        self._backlog = []
+        for alarm in out.alarms.values():
+            items.append(events.alarm_state(alarm, self.alarm_set.names[alarm.id], out.now))
+            stores.alarm(alarm)
+        for alarm in out.debouncers.values():
+            stores.alarm(alarm, hidden=True)
+        tickets = self.book.changed()
+        items.extend(events.ticket_state(t, out.now) for t in tickets)
+        stores.tickets_changed(tickets)
+        stores.schedule(self.schedule)
+        done = [i for i, w in self.alarm_set.sla.items() if self._sla_done(i, w)]
+        for alarm_id in done:
+            self.alarm_set.drop_sla(alarm_id)
+        stores.forget(done)
+        if out.sla or done:
+            stores.replace(SLA_ALARM, self.alarm_set.sla_snapshot())
+        if out.maintenance:
+            stores.replace(MAINTENANCE, self.maintenance.snapshot())
+        if out.save_counters:
+            stores.rows(COUNTER, {i: c.snapshot() for i, c in self.counters.items()})
+            self._counters_saved = out.now
+        stores.flush(self.book, self.schedule)
+        self.book.forget(t.id for t in tickets if t.status in FINAL)
+        return items
+
+    def _sla_done(self, alarm_id: str, watch: SlaWatch) -> bool:
+        alarm = self.alarm_set.alarms[alarm_id]
+        return alarm.state is AlarmState.NORMAL and not watch.holds(self.book)
+
+    def _stores_open(self) -> EngineStores:
+        if self._stores is None:
+            raise RuntimeError("the rule engine is not open: call open() first")
+        return self._stores
