@@ -9,18 +9,23 @@ to get the rules it runs (compiling is cheap and keeps the config models plain d
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config.errors import ConfigIssue, KeyPath
+from gateway.config.errors import ConfigIssue, KeyPath, display_path
 from gateway.config.models import Device, Profile, SiteConfig
 from gateway.config.rule_models import MaintenanceTask, Rule
 from rules.alarms.message import check_template
 from rules.expression import Expression, ExpressionError, Source, compile_expression
 
-# Where a value was written: (file, key path) -> Source (file, line, col, path), or None.
+# Where a value was written: (file, key path) -> Source (file, line, col, path) of its
+# first character, or None.
 Locate = Callable[[str | Path | None, KeyPath], Source | None]
+# Where a character of a text value was written: (file, key path, line, col inside the
+# value) -> Source, or None. Exact also on a later line of a multi-line value.
+Place = Callable[[str | Path | None, KeyPath, int, int], Source | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,126 +88,311 @@ def profile_point_names(profile: Profile) -> set[str]:
     return set(profile.points) | {r.id for r in profile.rules if r.derive is not None}
 
 
-def compile_rules(config: SiteConfig, locate: Locate | None = None) -> CompiledSite:
-    """Every rule and maintenance task of the site; problems in `issues`, never raised."""
+def compile_rules(config: SiteConfig, locate: Locate | None = None, *,
+                  place: Place | None = None) -> CompiledSite:
+    """Every rule and maintenance task of the site; problems in `issues`, never raised.
+
+    Rules are checked for every device, enabled or not (a disabled device is still a
+    device of the site), but run, and plans are made, only for enabled devices: a device
+    that is not polled has no values to watch. `place`, when given, locates an error
+    inside an expression or message at its exact character, also on a later line of a
+    multi-line value.
+    """
     site = CompiledSite()
-    devices = [d for d in config.devices if d.enabled]
+    where = _Where(locate, place)
+    points = _PointMap.of(config)
     for profile in config.profiles.values():
-        _profile(site, profile, [d for d in devices if d.profile == profile.id], locate)
-    known = {
-        f"{d.id}.{p}" for d in devices if d.profile in config.profiles
-        for p in profile_point_names(config.profiles[d.profile])
-    }
-    device_ids = {d.id for d in config.devices}
+        _profile(site, profile, [d for d in config.devices if d.profile == profile.id], where)
+    site_rules = [(rule_file.source, index, rule) for rule_file in config.rule_files
+                  for index, rule in enumerate(rule_file.rules)]
+    points.add_site_derived(site_rules)
+    names = _Names.of(config)
+    for file, index, rule in site_rules:
+        _site_rule(site, rule, index, file, points, names, where)
+    planned = {(p.device, p.task.task) for p in site.plans}
     for rule_file in config.rule_files:
-        for index, rule in enumerate(rule_file.rules):
-            _site_rule(site, rule, index, rule_file.source, known, device_ids, locate)
         for index, task in enumerate(rule_file.maintenance):
-            _site_task(site, task, index, rule_file.source, config, locate)
+            _site_task(site, task, index, rule_file.source, config, points, planned, where)
     return site
 
 
-def _profile(site: CompiledSite, profile: Profile, devices: list[Device], locate: Locate | None) -> None:
+class _Where:
+    """Where problems go: each a ConfigIssue at the value, or at the exact character."""
+
+    def __init__(self, locate: Locate | None, place: Place | None) -> None:
+        self.locate = locate
+        self.place = place
+
+    def source(self, file: str | Path | None, path: KeyPath) -> Source | None:
+        return self.locate(file, path) if self.locate is not None else None
+
+    def issue(self, site: CompiledSite, file: str | Path | None, path: KeyPath, message: str) -> None:
+        """An issue at the value `path` leads to (its first character for text)."""
+        found = self.source(file, path)
+        if found is None:
+            site.issues.append(ConfigIssue(file, None, None, path, message))
+        else:
+            site.issues.append(ConfigIssue(found.file, found.line, found.col, path, message))
+
+    def issue_in_text(self, site: CompiledSite, file: str | Path | None, path: KeyPath,
+                      line: int, col: int, message: str) -> None:
+        """An issue at the character (line, col) of the text value at `path`."""
+        found = self.place(file, path, line, col) if self.place is not None else None
+        if found is None:
+            self.issue(site, file, path, message)
+        else:
+            site.issues.append(ConfigIssue(found.file, found.line, found.col, path, message))
+
+    def expression_issue(self, site: CompiledSite, file: str | Path | None, path: KeyPath,
+                         error: ExpressionError) -> None:
+        """An expression's error at its character; without `place`, as the error locates
+        itself (exact on the expression's first line)."""
+        found = self.place(file, path, error.line, error.col) if self.place is not None else None
+        if found is not None:
+            site.issues.append(ConfigIssue(found.file, found.line, found.col, path, error.message))
+            return
+        issue = error.to_issue()
+        if issue.file is None:
+            issue = ConfigIssue(file, None, None, path, issue.message)
+        site.issues.append(issue)
+
+
+@dataclass(slots=True)
+class _PointMap:
+    """Every point a site rule may read, `device.point` → its device.
+
+    Ids may contain dots, so the device of a full name is looked up, never split off.
+    """
+
+    devices: dict[str, Device]
+    owner: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: SiteConfig) -> _PointMap:
+        points = cls({d.id: d for d in config.devices})
+        for device in config.devices:
+            profile = config.profiles.get(device.profile)
+            for point in profile_point_names(profile) if profile is not None else ():
+                points.owner[f"{device.id}.{point}"] = device.id
+        return points
+
+    def device_of(self, name: str) -> str | None:
+        """The device a full point name belongs to; for a name not (yet) known, the
+        longest device id it starts with."""
+        if name in self.owner:
+            return self.owner[name]
+        candidates = [d for d in self.devices if name.startswith(d + ".")]
+        return max(candidates, key=len) if candidates else None
+
+    def of_device(self, device: str) -> set[str]:
+        """A device's point names as its messages write them (without the device)."""
+        return {name[len(device) + 1:] for name, owner in self.owner.items() if owner == device}
+
+    def add_site_derived(self, rules: list[tuple[str | None, int, Rule]]) -> None:
+        """Points the site rule files derive, so any site rule may read them.
+
+        A derived point clashing with a point is reported where its rule is compiled.
+        """
+        for _file, _index, rule in rules:
+            if rule.derive is None:
+                continue
+            device = rule.device or self.first_device(rule)
+            if device is not None and device in self.devices:
+                self.owner.setdefault(f"{device}.{rule.id}", device)
+
+    def first_device(self, rule: Rule,
+                     compiled: tuple[Expression | None, ...] | None = None) -> str | None:
+        """The first device a rule's expressions name, in the order they are written."""
+        if compiled is None:
+            try:
+                compiled = tuple(compile_expression(text) for text in (rule.when, rule.clear, rule.derive)
+                                 if text is not None)
+            except ExpressionError:
+                return None
+        for expression in compiled:
+            for name in expression.windows if expression is not None else ():
+                device = self.device_of(name)
+                if device is not None:
+                    return device
+        return None
+
+
+@dataclass(slots=True)
+class _Names:
+    """What site rules may not reuse on a device: its rules' ids (a profile's, or an
+    earlier site rule's; an alarm id or derived point would be ambiguous) and, for a
+    derived point, its read points."""
+
+    rules: dict[str, str] = field(default_factory=dict)  # `device.rule` → where it is written
+    points: set[str] = field(default_factory=set)  # `device.point` read from the device
+
+    @classmethod
+    def of(cls, config: SiteConfig) -> _Names:
+        names = cls()
+        for device in config.devices:
+            profile = config.profiles.get(device.profile)
+            if profile is None:
+                continue
+            names.points |= {f"{device.id}.{point}" for point in profile.points}
+            for index, rule in enumerate(profile.rules):
+                names.rules.setdefault(f"{device.id}.{rule.id}",
+                                       f"rules[{index}] of profile {profile.id}")
+        return names
+
+    def clash(self, rule: Rule, device: str) -> str | None:
+        """Why `rule` cannot be `device.<rule id>`, or None when it can."""
+        name = f"{device}.{rule.id}"
+        if name in self.rules:
+            return (f"device {device} already has a rule '{rule.id}' ({self.rules[name]}); "
+                    "give this one another id")
+        if rule.derive is not None and name in self.points:
+            return f"'{rule.id}' is already a point of {device}; a derived point needs its own name"
+        return None
+
+
+def _profile(site: CompiledSite, profile: Profile, devices: list[Device], where: _Where) -> None:
     names = profile_point_names(profile)
     file = profile.source
+    enabled = [d for d in devices if d.enabled]
     seen: dict[str, int] = {}
     for index, rule in enumerate(profile.rules):
         path: KeyPath = ("rules", index)
         if rule.id in seen:
-            _issue(site, locate, file, (*path, "id"),
-                   f"rule id '{rule.id}' is already used by rules[{seen[rule.id]}]; "
-                   "rule ids are unique within a profile")
+            where.issue(site, file, (*path, "id"), f"rule id '{rule.id}' is already used by "
+                        f"rules[{seen[rule.id]}]; rule ids are unique within a profile")
             continue
         seen[rule.id] = index
         if rule.derive is not None and rule.id in profile.points:
-            _issue(site, locate, file, (*path, "id"),
-                   f"'{rule.id}' is already a point of this profile; a derived point needs its own name")
+            where.issue(site, file, (*path, "id"), f"'{rule.id}' is already a point of this "
+                        "profile; a derived point needs its own name")
             continue
         if rule.device is not None:
-            _issue(site, locate, file, (*path, "device"),
-                   "a profile rule runs for every device of the profile; device: belongs in "
-                   "site rule files")
+            where.issue(site, file, (*path, "device"), "a profile rule runs for every device "
+                        "of the profile; device: belongs in site rule files")
             continue
-        compiled = _expressions(site, rule, path, file, names, locate)
-        templates = _template(site, rule, path, file, names, locate)
+        compiled = _expressions(site, rule, path, file, names, where)
+        templates = _template(site, rule, path, file, names, where)
         if compiled is None or templates is None or not rule.enabled:
             continue
-        for device in devices:
+        for device in enabled:
             site.rules.append(_instance(rule, device.id, device.id, compiled, templates,
                                         f"{file} rules[{index}]"))
+    _profile_tasks(site, profile, enabled, names, where)
+
+
+def _profile_tasks(site: CompiledSite, profile: Profile, devices: list[Device], names: set[str],
+                   where: _Where) -> None:
+    file = profile.source
+    seen: dict[str, int] = {}
     for index, task in enumerate(profile.maintenance):
-        path = ("maintenance", index)
+        path: KeyPath = ("maintenance", index)
+        if task.task in seen:
+            where.issue(site, file, (*path, "task"), f"task '{task.task}' is already used by "
+                        f"maintenance[{seen[task.task]}]; task names are unique within a profile")
+            continue
+        seen[task.task] = index
         if task.device is not None or task.asset is not None:
-            _issue(site, locate, file, (*path, "device" if task.device else "asset"),
-                   "a profile's maintenance plan is each device's; device: and asset: belong "
-                   "in site rule files")
+            where.issue(site, file, (*path, "device" if task.device else "asset"),
+                        "a profile's maintenance plan is each device's; device: and asset: "
+                        "belong in site rule files")
             continue
         if task.counter is not None and task.counter not in names:
-            _issue(site, locate, file, (*path, "counter"),
-                   f"'{task.counter}' is not a point of this profile{_suggest(task.counter, names)}")
+            where.issue(site, file, (*path, "counter"), f"'{task.counter}' is not a point of "
+                        f"this profile{_suggest(task.counter, names)}")
             continue
         for device in devices:
             site.plans.append(PlannedTask(device.id, task, f"{file} maintenance[{index}]"))
 
 
-def _site_rule(site: CompiledSite, rule: Rule, index: int, file: str | None, known: set[str],
-               device_ids: set[str], locate: Locate | None) -> None:
+def _site_rule(site: CompiledSite, rule: Rule, index: int, file: str | None, points: _PointMap,
+               names: _Names, where: _Where) -> None:
     path: KeyPath = ("rules", index)
-    compiled = _expressions(site, rule, path, file, known, locate)
+    compiled = _expressions(site, rule, path, file, set(points.owner), where)
     if compiled is None:
         return
-    named = sorted({p.split(".", 1)[0] for e in compiled if e is not None for p in e.points})
-    device = rule.device or (named[0] if named else None)
+    device = rule.device or points.first_device(rule, compiled=compiled)
     if device is None:
-        _issue(site, locate, file, path, "a site rule names device.point in its condition, or "
-               "says which device its alarm belongs to with device:")
+        where.issue(site, file, path, "a site rule names device.point in its condition, or "
+                    "says which device its alarm belongs to with device:")
         return
-    if device not in device_ids:
-        _issue(site, locate, file, (*path, "device"),
-               f"'{device}' is not a known device{_suggest(device, device_ids)}")
+    if device not in points.devices:
+        where.issue(site, file, (*path, "device"),
+                    f"'{device}' is not a known device{_suggest(device, points.devices)}")
         return
-    if any(r.id == f"{device}.{rule.id}" for r in site.rules):
-        _issue(site, locate, file, (*path, "id"),
-               f"device {device} already has a rule '{rule.id}'; give this one another id")
+    clash = names.clash(rule, device)
+    if clash is not None:
+        where.issue(site, file, (*path, "id"), clash)
         return
-    device_points = {p.split(".", 1)[1] for p in known if p.startswith(device + ".")}
-    templates = _template(site, rule, path, file, device_points, locate)
-    if templates is None or not rule.enabled:
+    names.rules[f"{device}.{rule.id}"] = f"{display_path(file)} rules[{index}]"
+    templates = _template(site, rule, path, file, points.of_device(device), where)
+    inputs = {points.device_of(p) for e in compiled if e is not None for p in e.points}
+    if templates is None or not rule.enabled or not _all_enabled(points, {device, *inputs}):
         return
     site.rules.append(_instance(rule, device, None, compiled, templates, f"{file} rules[{index}]"))
 
 
+def _all_enabled(points: _PointMap, devices: set[str | None]) -> bool:
+    """Whether every device a site rule reads or belongs to is polled."""
+    return all(d is not None and points.devices[d].enabled for d in devices)
+
+
 def _site_task(site: CompiledSite, task: MaintenanceTask, index: int, file: str | None,
-               config: SiteConfig, locate: Locate | None) -> None:
+               config: SiteConfig, points: _PointMap, planned: set[tuple[str, str]],
+               where: _Where) -> None:
     path: KeyPath = ("maintenance", index)
     if task.asset is not None:
-        if task.counter is not None:
-            _issue(site, locate, file, (*path, "counter"),
-                   "an asset the gateway does not poll has no counters; use every_days: or every_months:")
-            return
-        site.plans.append(PlannedTask(task.asset, task, f"{file} maintenance[{index}]"))
+        owner = _site_asset(site, task, path, file, points, where)
+    else:
+        owner = _site_device(site, task, path, file, points, where)
+    if owner is None:
         return
-    if task.device is None:
-        _issue(site, locate, file, path, "a site maintenance task names its device: (a device of "
-               "the site) or asset: (equipment the gateway does not poll, e.g. septic_tank_1)")
+    if (owner, task.task) in planned:
+        where.issue(site, file, (*path, "task"), f"{owner} already has a maintenance task "
+                    f"'{task.task}'; give this one another name")
         return
-    device = next((d for d in config.devices if d.id == task.device), None)
-    if device is None:
-        ids = {d.id for d in config.devices}
-        _issue(site, locate, file, (*path, "device"), f"'{task.device}' is not a known device"
-               f"{_suggest(task.device, ids)}; for equipment the gateway does not poll write asset:")
-        return
+    planned.add((owner, task.task))
+    if task.asset is not None or points.devices[owner].enabled:
+        site.plans.append(PlannedTask(owner, task, f"{file} maintenance[{index}]"))
+
+
+def _site_asset(site: CompiledSite, task: MaintenanceTask, path: KeyPath, file: str | None,
+                points: _PointMap, where: _Where) -> str | None:
+    """The asset a site task is for, or None after recording why it cannot be planned."""
+    assert task.asset is not None
+    if task.asset in points.devices:
+        where.issue(site, file, (*path, "asset"), f"{task.asset} is a device of the site; "
+                    "write device: for it (asset: is for equipment the gateway does not poll)")
+        return None
     if task.counter is not None:
-        names = profile_point_names(config.profiles[device.profile]) if device.profile in config.profiles else set()
+        where.issue(site, file, (*path, "counter"), "an asset the gateway does not poll has no "
+                    "counters; use every_days: or every_months:")
+        return None
+    return task.asset
+
+
+def _site_device(site: CompiledSite, task: MaintenanceTask, path: KeyPath, file: str | None,
+                 points: _PointMap, where: _Where) -> str | None:
+    """The device a site task is for, or None after recording why it cannot be planned."""
+    if task.device is None:
+        where.issue(site, file, path, "a site maintenance task names its device: (a device of "
+                    "the site) or asset: (equipment the gateway does not poll, e.g. septic_tank_1)")
+        return None
+    if task.device not in points.devices:
+        where.issue(site, file, (*path, "device"), f"'{task.device}' is not a known device"
+                    f"{_suggest(task.device, points.devices)}; for equipment the gateway does "
+                    "not poll write asset:")
+        return None
+    if task.counter is not None:
+        names = points.of_device(task.device)
         if task.counter not in names:
-            _issue(site, locate, file, (*path, "counter"),
-                   f"'{task.counter}' is not a point of {device.id}{_suggest(task.counter, names)}")
-            return
-    site.plans.append(PlannedTask(device.id, task, f"{file} maintenance[{index}]"))
+            where.issue(site, file, (*path, "counter"), f"'{task.counter}' is not a point of "
+                        f"{task.device}{_suggest(task.counter, names)}")
+            return None
+    return task.device
 
 
 def _expressions(site: CompiledSite, rule: Rule, path: KeyPath, file: str | None,
-                 known: set[str], locate: Locate | None) -> tuple[Expression | None, ...] | None:
+                 known: set[str], where: _Where) -> tuple[Expression | None, ...] | None:
     """(when, clear, derive) compiled, or None after recording the issues."""
     out: list[Expression | None] = []
     ok = True
@@ -211,35 +401,47 @@ def _expressions(site: CompiledSite, rule: Rule, path: KeyPath, file: str | None
         if text is None:
             out.append(None)
             continue
-        where = locate(file, (*path, key)) if locate is not None else None
+        at: KeyPath = (*path, key)
         try:
-            out.append(compile_expression(str(text), source=where, known_points=known))
+            out.append(compile_expression(str(text), source=where.source(file, at), known_points=known))
         except ExpressionError as exc:
-            issue = exc.to_issue()
-            if issue.file is None:
-                issue = ConfigIssue(file, None, None, (*path, key), issue.message)
-            site.issues.append(issue)
+            where.expression_issue(site, file, at, exc)
             ok = False
     return tuple(out) if ok else None
 
 
 def _template(site: CompiledSite, rule: Rule, path: KeyPath, file: str | None,
-              names: Iterable[str], locate: Locate | None) -> frozenset[str] | None:
+              names: Iterable[str], where: _Where) -> frozenset[str] | None:
     if rule.alarm is None or rule.alarm.message is None:
         return frozenset()
-    where: KeyPath = (*path, "alarm", "message")
+    at: KeyPath = (*path, "alarm", "message")
+    template = rule.alarm.message
     try:
-        used = check_template(rule.alarm.message)
+        used = check_template(template)
     except ValueError as exc:
-        _issue(site, locate, file, where, str(exc))
+        where.issue(site, file, at, str(exc))
         return None
     known = set(names)
-    unknown = sorted(used - known)
+    unknown = sorted(used - known, key=lambda name: _field_offset(template, name))
     if unknown:
-        _issue(site, locate, file, where, f"message names unknown point '{unknown[0]}'"
-               f"{_suggest(unknown[0], known)}; a message uses its device's points")
+        line, col = _line_col(template, _field_offset(template, unknown[0]))
+        where.issue_in_text(site, file, at, line, col, f"message names unknown point "
+                            f"'{unknown[0]}'; a message uses its device's points"
+                            f"{_suggest(unknown[0], known)}")
         return None
     return frozenset(used)
+
+
+def _field_offset(template: str, name: str) -> int:
+    """Where `{name}` (or `{name:spec}`, `{name!r}`) starts in a template; 0 if not found."""
+    match = re.search(r"(?<!\{)(?:\{\{)*\{" + re.escape(name) + r"[:!}]", template)
+    return match.end() - len(name) - 1 if match else 0
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    """The 1-based (line, col) of an index into a text value."""
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
 def _instance(rule: Rule, device: str, scope: str | None, compiled: tuple[Expression | None, ...],
@@ -261,15 +463,6 @@ def _instance(rule: Rule, device: str, scope: str | None, compiled: tuple[Expres
         timed=any(e.timed for e in expressions) or rule.every is not None,
         template_points=templates, origin=origin,
     )
-
-
-def _issue(site: CompiledSite, locate: Locate | None, file: str | Path | None, path: KeyPath,
-           message: str) -> None:
-    where = locate(file, path) if locate is not None else None
-    if where is None:
-        site.issues.append(ConfigIssue(file, None, None, path, message))
-    else:
-        site.issues.append(ConfigIssue(where.file, where.line, where.col, path, message))
 
 
 def _suggest(name: str, choices: Iterable[str]) -> str:

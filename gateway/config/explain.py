@@ -20,11 +20,13 @@ from pydantic import BaseModel, Tag, ValidationError
 
 from gateway.config.errors import ConfigIssue, KeyPath
 from gateway.config.models import ID_PATTERN, Device, Profile, Secret, SiteConfig
+from gateway.config.rule_models import KEY_CONFLICT, RuleFile
 from gateway.config.yaml_source import YamlDocument
 
 # Fields the loader fills in; they are never written in YAML, so never offered as keys.
 HIDDEN_KEYS: dict[type[BaseModel], frozenset[str]] = {
-    SiteConfig: frozenset({"profiles", "devices", "source"}),
+    SiteConfig: frozenset({"profiles", "devices", "rule_files", "source"}),
+    RuleFile: frozenset({"source"}),
     Profile: frozenset({"source"}),
     Device: frozenset({"source"}),
     Secret: frozenset({"value"}),
@@ -45,6 +47,12 @@ _NOUNS: dict[Any, str] = {
     "unit_as": "a way to write units",
     "qos": "an MQTT QoS level",
     "protocol": "a supported protocol",
+    "severity": "a severity",
+    ("TicketSpec", "kind"): "a ticket kind",
+    ("TicketSpec", "priority"): "a ticket priority",
+    ("TicketSpec", "grade"): "a ticket grade",
+    ("Rule", "accumulate"): "a kind of counter",
+    "trapped_area": "an area for the trapped-passenger clock",
 }
 
 _EXPECTED: dict[str, str] = {
@@ -75,7 +83,7 @@ _COMPARISONS = {
 }
 
 # Short reminders of what a required key is for.
-_PURPOSE = {
+_PURPOSE: dict[Any, str] = {
     "site": "the site's id and name",
     "id": "a unique name, e.g. pump_b1_1",
     "name": "a display name",
@@ -87,6 +95,9 @@ _PURPOSE = {
     "host": "the device's IP address or host name",
     "url": "e.g. http://127.0.0.1:8086",
     "type": "which kind this is",
+    "severity": "critical, major, minor or warning",
+    "task": "a name for the task, e.g. pump_service_2000h",
+    ("Rule", "id"): "a name for the rule, e.g. low_outlet_pressure",
 }
 
 
@@ -98,9 +109,18 @@ def did_you_mean(word: str, choices: list[str]) -> str:
 
 
 def visible_fields(model: type[BaseModel]) -> list[str]:
-    """The keys an engineer may write for a model, in declaration order."""
+    """The keys an engineer may write for a model, in declaration order, as written
+    in YAML: a field with an alias by its alias (a rule's on_delay is `for:`)."""
     hidden = HIDDEN_KEYS.get(model, frozenset())
-    return [name for name in model.model_fields if name not in hidden]
+    return [field.alias or name for name, field in model.model_fields.items() if name not in hidden]
+
+
+def _field_named(model: type[BaseModel], key: str) -> Any:
+    """The field a YAML key sets: by its alias, else by its name; None if there is none."""
+    for name, field in model.model_fields.items():
+        if key in (field.alias, name):
+            return field
+    return None
 
 
 def describe(value: Any, *, sensitive: bool = False) -> str:
@@ -214,8 +234,9 @@ def _is_model(annotation: Any) -> bool:
 def _step(annotation: Any, step: Any) -> tuple[Any, type[BaseModel] | None]:
     """The annotation one key or index deeper, and the model owning that key if any."""
     for member in _members(annotation):
-        if _is_model(member) and isinstance(step, str) and step in member.model_fields:
-            return member.model_fields[step].annotation, member
+        field = _field_named(member, step) if _is_model(member) and isinstance(step, str) else None
+        if field is not None:
+            return field.annotation, member
         origin = get_origin(member)
         if origin is list and isinstance(step, int):
             return get_args(member)[0], None
@@ -268,7 +289,8 @@ def _issue(detail: Any, walk: _Walk, document: YamlDocument, prefix: KeyPath) ->
 
     if kind == "missing":
         parent = path[:-1]
-        purpose = _PURPOSE.get(str(field))
+        owner_name = walk.owner.__name__ if walk.owner else None
+        purpose = _PURPOSE.get((owner_name, field)) or _PURPOSE.get(str(field))
         message = f"missing required key '{field}'" + (f" ({purpose})" if purpose else "")
         return at(parent, message, mapping=True)
 
@@ -279,6 +301,9 @@ def _issue(detail: Any, walk: _Walk, document: YamlDocument, prefix: KeyPath) ->
         if allowed:
             message += f"; allowed keys: {', '.join(allowed)}" + did_you_mean(str(field), allowed)
         return at(path, message, key=True)
+
+    if kind == KEY_CONFLICT:
+        return _conflict(detail, walk, at)
 
     if kind == "literal_error":
         allowed = _literal_values(walk.annotation) or re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
@@ -333,3 +358,13 @@ def _issue(detail: Any, walk: _Walk, document: YamlDocument, prefix: KeyPath) ->
     if value is None and message.startswith("None is not"):
         message = "is empty; expected" + message.split("expected", 1)[-1] if "expected" in message else "is empty"
     return at(path, message, mapping=isinstance(walk.raw, dict))
+
+
+def _conflict(detail: Any, walk: _Walk, at: Any) -> ConfigIssue:
+    """Keys that do not go together (a rule with both when: and derive:): at the key to change
+    when the model names one that was written, else at the entry."""
+    key = (detail.get("ctx") or {}).get("key")
+    message = str(detail["msg"])
+    if key is not None and isinstance(walk.raw, dict) and key in walk.raw:
+        return at((*walk.path, key), message, key=True)
+    return at(walk.path, message, mapping=True)

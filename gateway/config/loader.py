@@ -1,9 +1,9 @@
-"""Load a site: site.yaml, the profile and device files it includes, and its secrets.
+"""Load a site: site.yaml, the profile, device and rule files it includes, and its secrets.
 
 Everything wrong in every file is collected before anything is raised: an engineer
 who runs `gateway check` sees all their mistakes at once, each with file:line:col.
-Checks that need more than one file (unique device ids, known profiles) happen here;
-checks of one value belong to the models.
+Checks that need more than one file (unique device ids, known profiles, the points and
+devices rules name) happen here; checks of one value belong to the models.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from gateway.config.models import (
     MqttConnection,
     MqttSinkConfig,
     Profile,
+    RuleFile,
     Secret,
     SiteConfig,
 )
-from gateway.config.yaml_source import YamlDocument, load_yaml
+from gateway.config.rule_loader import RuleSources, check_rules, validate_rule_file
+from gateway.config.yaml_source import YamlDocument, load_yaml, value_at
 
 _SINK_TYPES: dict[Any, type[BaseModel]] = {
     "influxdb": InfluxSinkConfig, "history": HistorySinkConfig, "mqtt": MqttSinkConfig,
@@ -38,7 +40,8 @@ _CONNECTIONS_WITH_SECRETS: dict[Any, type[BaseModel]] = {"mqtt": MqttConnection}
 
 
 def load_site(path: str | Path) -> SiteConfig:
-    """The validated site with its profiles, devices and secrets resolved.
+    """The validated site with its profiles, devices, rule files and secrets resolved,
+    and every rule checked.
 
     Raises ConfigError listing every issue in every file, or FileNotFoundError
     when the site file itself does not exist.
@@ -87,6 +90,11 @@ class _SiteLoader:
         self.known_profiles: dict[str, YamlDocument] = {}  # every profile id seen, valid or not
         self.profiles: dict[str, Profile] = {}
         self.devices: list[Device] = []
+        self.rule_files: list[RuleFile] = []
+        self.sources = RuleSources()  # the documents rules were written in
+        # A profile or device was left out (or is ambiguous): site rules would be checked
+        # against part of the site and report points and devices that do exist.
+        self.incomplete = False
 
     def load(self) -> SiteConfig:
         site_doc = self._read(self.site_path, missing_ok=False)
@@ -97,6 +105,9 @@ class _SiteLoader:
         device_ids: dict[str, tuple[YamlDocument, KeyPath]] = {}
         for file in self._expand(site_doc, "devices", include.devices):
             self._device_file(file, device_ids)
+        for file in self._expand(site_doc, "rules", include.rules):
+            self._rule_file(file)
+        self._check_rules(site)
         if site is not None and site_doc is not None:
             self._check_sink_names(site, site_doc)
             site = self._resolve_secrets(site, site_doc)
@@ -107,6 +118,7 @@ class _SiteLoader:
         return site.model_copy(update={
             "profiles": self.profiles,
             "devices": self.devices,
+            "rule_files": self.rule_files,
             "source": self.site_path,
             "data_dir": self._beside_site(site.data_dir),
         })
@@ -160,8 +172,16 @@ class _SiteLoader:
                         "include.profiles matches (default profiles/*.yaml)",
             "devices": "devices are not written in site.yaml; they are read from the files "
                        "include.devices matches (default devices/*.yaml)",
+            "rule_files": "rule files are not written in site.yaml; they are read from the "
+                          "files include.rules matches (default rules/*.yaml)",
             "source": "'source' is set by the loader; remove it",
         })
+        if isinstance(data.get("rules"), list):
+            data = self._refuse(document, data, {
+                "rules": "site rules are written in rule files (include.rules, default "
+                         "rules/*.yaml); rules: in site.yaml sets how the engine runs "
+                         "(tick, maintenance_default, flood_window, flood_threshold)",
+            })
         try:
             return SiteConfig.model_validate(data)
         except ValidationError as exc:
@@ -199,10 +219,12 @@ class _SiteLoader:
     def _profile_file(self, file: Path) -> None:
         document = self._read(file)
         if document is None:
+            self.incomplete = True
             self.known_profiles.setdefault(file.stem, YamlDocument(file, None))
             return
         data = self._mapping(document, "a profile file")
         if data is None:
+            self.incomplete = True
             self.known_profiles.setdefault(file.stem, document)
             return
         data = self._refuse(document, data, {"source": "'source' is set by the loader; remove it"})
@@ -213,6 +235,7 @@ class _SiteLoader:
         profile_id = data.get("id")
         if isinstance(profile_id, str):
             if profile_id in self.known_profiles:
+                self.incomplete = True
                 other = self.known_profiles[profile_id]
                 self.issues.at(document, ("id",), f"profile id '{profile_id}' is already used by "
                                f"{_where(other, ('id',))}; profile ids must be unique")
@@ -221,19 +244,20 @@ class _SiteLoader:
         try:
             profile = Profile.from_data(data)
         except ValidationError as exc:
+            self.incomplete = True
             self.issues.extend(explain(exc, Profile, document, data, notes=notes))
             return
         if profile.id not in self.profiles:
             self.profiles[profile.id] = profile.model_copy(update={"source": str(file)})
+            self.sources.add(document)
 
     # --- devices ------------------------------------------------------------------
 
     def _device_file(self, file: Path, ids: dict[str, tuple[YamlDocument, KeyPath]]) -> None:
         document = self._read(file)
-        if document is None:
-            return
-        data = self._mapping(document, "a device file")
-        if data is None:
+        data = self._mapping(document, "a device file") if document is not None else None
+        if document is None or data is None:
+            self.incomplete = True
             return
         for key in data:
             if key != "devices":
@@ -244,6 +268,7 @@ class _SiteLoader:
         if entries is None:
             return
         if not isinstance(entries, list):
+            self.incomplete = True
             self.issues.at(document, ("devices",), "expected a list of devices (one '- ' entry "
                            f"per device), got {describe(entries)}")
             return
@@ -254,6 +279,7 @@ class _SiteLoader:
                 ids: dict[str, tuple[YamlDocument, KeyPath]]) -> None:
         prefix: KeyPath = ("devices", index)
         if not isinstance(entry, dict):
+            self.incomplete = True
             self.issues.at(document, prefix, f"expected a device (a mapping with id, profile, "
                            f"connection...), got {describe(entry)}")
             return
@@ -262,12 +288,14 @@ class _SiteLoader:
         device_id, profile_id = entry.get("id"), entry.get("profile")
         if isinstance(device_id, str):
             if device_id in ids:
+                self.incomplete = True
                 other, other_path = ids[device_id]
                 self.issues.at(document, (*prefix, "id"), f"device id '{device_id}' is already used by "
                                f"{_where(other, other_path)}; device ids must be unique across the site")
             else:
                 ids[device_id] = (document, (*prefix, "id"))
         if isinstance(profile_id, str) and profile_id not in self.known_profiles:
+            self.incomplete = True
             known = sorted(self.known_profiles)
             listed = ", ".join(known) if known else "none (no profile files were found)"
             self.issues.at(document, (*prefix, "profile"), f"'{profile_id}' is not a known profile; "
@@ -275,6 +303,7 @@ class _SiteLoader:
         try:
             device = Device.model_validate(entry)
         except ValidationError as exc:
+            self.incomplete = True
             self.issues.extend(explain(exc, Device, document, entry, prefix=prefix))
             connection = entry.get("connection")
             if isinstance(connection, dict):
@@ -284,6 +313,7 @@ class _SiteLoader:
         profile = self.profiles.get(device.profile)
         protocol = {"bacnet_ip": "bacnet", "mqtt": "mqtt"}.get(device.connection.type, "modbus")
         if profile is not None and profile.protocol != protocol:
+            self.incomplete = True
             self.issues.at(
                 document, (*prefix, "connection", "type"),
                 f"{device.connection.type} cannot read profile '{profile.id}', a "
@@ -294,6 +324,27 @@ class _SiteLoader:
         # a device's connection may log in (an MQTT broker): its secrets resolve like site.yaml's
         device = _replace_secrets(device, prefix, lambda secret, at: self._resolve(secret, document, at))
         self.devices.append(device.model_copy(update={"source": str(document.path)}))
+
+    # --- rule files ---------------------------------------------------------------
+
+    def _rule_file(self, file: Path) -> None:
+        """A site rule file (rules: across devices, maintenance:), validated like a profile."""
+        document = self._read(file)
+        data = self._mapping(document, "a rule file") if document is not None else None
+        if document is None or data is None:
+            return
+        rule_file, issues = validate_rule_file(document, data)
+        self.issues.extend(issues)
+        if rule_file is not None:
+            self.sources.add(document)
+            self.rule_files.append(rule_file)
+
+    def _check_rules(self, site: SiteConfig | None) -> None:
+        """Check every rule against the site as read; site rule files only when every
+        profile and device was read, lest a device left out by its own mistake be
+        reported again as unknown."""
+        rule_files = [] if self.incomplete else self.rule_files
+        self.issues.extend(check_rules(site, self.profiles, self.devices, rule_files, self.sources))
 
     # --- sinks and secrets --------------------------------------------------------
 
@@ -316,7 +367,7 @@ class _SiteLoader:
 
     def _resolve(self, secret: Secret, document: YamlDocument, path: KeyPath) -> Secret:
         """The secret with its value read from the environment or its file."""
-        raw = _raw_at(document.data, path)
+        raw = value_at(document.data, path)
         if isinstance(raw, dict) and "value" in raw:
             self.issues.at(document, (*path, "value"), "a secret's value is never written in "
                            "the YAML; remove value: and keep env: or file:", key=True)
@@ -387,17 +438,6 @@ class _SiteLoader:
             self.issues.at(document, (*path, "file"), problem)
             return secret
         return secret.model_copy(update={"file": file, "value": SecretStr(value)})
-
-
-def _raw_at(data: Any, path: KeyPath) -> Any:
-    """The raw YAML data at `path`, or None where the path leads nowhere."""
-    for step in path:
-        in_mapping = isinstance(data, dict) and step in data
-        in_list = isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data)
-        if not (in_mapping or in_list):
-            return None
-        data = data[step]
-    return data
 
 
 def _replace_secrets(node: Any, path: KeyPath, resolve: Any) -> Any:

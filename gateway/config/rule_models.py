@@ -13,11 +13,24 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from gateway.config.types import Duration, Identifier, Model, Pause, parse_duration
 
+# The error type of keys that do not go together; its context names the key to point at.
+KEY_CONFLICT = "key_conflict"
+
 Severity = Literal["critical", "major", "minor", "warning"]
 Category = Annotated[str, Field(min_length=1, max_length=32)]
+
+
+def _conflict(message: str, key: str | None = None) -> PydanticCustomError:
+    """An error about keys that do not go together, to be shown at `key` (None: the whole entry).
+
+    A plain ValueError from a model validator is located at the entry; naming the key
+    lets the config error point at the line to change.
+    """
+    return PydanticCustomError(KEY_CONFLICT, message, {"key": key} if key else None)
 
 
 def _chatter(value: Any) -> Any:
@@ -94,26 +107,34 @@ class Rule(Model):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Rule:
-        if (self.when is None) == (self.derive is None):
-            raise ValueError(
-                "a rule has either when: (a condition that raises an alarm or opens a ticket) "
-                "or derive: (an expression that defines a new point), not "
-                + ("both" if self.when is not None else "neither")
-            )
+        if self.when is not None and self.derive is not None:
+            raise _conflict("a rule has either when: (a condition that raises an alarm or opens a "
+                            "ticket) or derive: (an expression that defines a new point), not both",
+                            "derive")
+        if self.when is None and self.derive is None:
+            raise _conflict("a rule needs when: (a condition that raises an alarm or opens a "
+                            "ticket) or derive: (an expression that defines a new point)")
         if self.when is not None:
-            if self.alarm is None and self.ticket is None:
-                raise ValueError("a when: rule needs alarm: or ticket: (or both); "
-                                 "otherwise it would do nothing")
-            for key in ("accumulate", "unit", "every"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key}: belongs to derive: rules, not when: rules")
+            self._check_when_rule()
         else:
-            for key in ("clear", "alarm", "ticket"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key}: belongs to when: rules; a derive: rule defines a point")
-            if self.on_delay or self.off_delay:
-                raise ValueError("for: and off_delay: belong to when: rules")
+            self._check_derive_rule()
         return self
+
+    def _check_when_rule(self) -> None:
+        if self.alarm is None and self.ticket is None:
+            raise _conflict("a when: rule needs alarm: or ticket: (or both); otherwise it "
+                            "would do nothing")
+        for key in ("accumulate", "unit", "every"):
+            if getattr(self, key) is not None:
+                raise _conflict(f"{key}: belongs to derive: rules, not when: rules", key)
+
+    def _check_derive_rule(self) -> None:
+        for key in ("clear", "alarm", "ticket"):
+            if getattr(self, key) is not None:
+                raise _conflict(f"{key}: belongs to when: rules; a derive: rule defines a point", key)
+        for key, value in (("for", self.on_delay), ("off_delay", self.off_delay)):
+            if value:
+                raise _conflict(f"{key}: belongs to when: rules; a derive: rule has no delays", key)
 
 
 class MaintenanceTask(Model):
@@ -139,14 +160,18 @@ class MaintenanceTask(Model):
 
     @model_validator(mode="after")
     def _one_cycle(self) -> MaintenanceTask:
-        cycles = [self.every_days is not None, self.every_months is not None, self.counter is not None]
-        if sum(cycles) != 1:
-            raise ValueError("a maintenance task has exactly one of every_days:, every_months:, "
-                             "or counter: with every:")
-        if (self.counter is None) != (self.every is None):
-            raise ValueError("counter: and every: go together (every 500 run_hours)")
+        cycles = [key for key in ("every_days", "every_months", "counter") if getattr(self, key) is not None]
+        if len(cycles) != 1:
+            raise _conflict("a maintenance task has exactly one of every_days:, every_months:, "
+                            "or counter: with every:", cycles[1] if cycles else None)
+        if self.counter is not None and self.every is None:
+            raise _conflict("counter: needs every: (counter: run_hours with every: 500 is due "
+                            "every 500 run hours)", "counter")
+        if self.counter is None and self.every is not None:
+            raise _conflict("every: goes with counter: (every 500 run_hours); a calendar task "
+                            "has every_days: or every_months: alone", "every")
         if self.device is not None and self.asset is not None:
-            raise ValueError("write device: or asset:, not both")
+            raise _conflict("write device: or asset:, not both", "asset")
         return self
 
 

@@ -7,6 +7,11 @@ turned into plain Python data while recording, for every key path such as
 of its key. Duplicate keys, which PyYAML would silently resolve to the last one, are
 reported, and so are syntax errors, all as located `ConfigIssue`s.
 
+Rule expressions are checked character by character, so an error inside one must point
+at a character in the file, not at the start of the value: for each text value the
+document also keeps its style (plain, quoted or block) and where its text was written,
+and `locate_text` maps a position inside the value back to the file.
+
 Mapping keys are kept as the text written (`on:` stays "on", not True): every key in
 a gateway config is a name, and YAML 1.1's booleans would otherwise turn a point named
 `on` or `no` into True/False.
@@ -14,12 +19,15 @@ a gateway config is a name, and YAML 1.1's booleans would otherwise turn a point
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.scanner import Scanner
 
 from gateway.config.errors import ConfigError, ConfigIssue, KeyPath
 
@@ -63,6 +71,11 @@ class YamlDocument:
     data: Any
     values: dict[KeyPath, Position] = field(default_factory=dict)
     keys: dict[KeyPath, Position] = field(default_factory=dict)
+    # Scalars: None for plain, '"' or "'" for quoted, '|' or '>' for block; and the
+    # [start, end) character range of each in `text`, from its first mark to its last.
+    styles: dict[KeyPath, str | None] = field(default_factory=dict)
+    spans: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    text: str = ""
 
     def locate(self, path: KeyPath, *, key: bool = False) -> Position:
         """Where `path` was written: its key when `key` and it has one, else its value.
@@ -83,6 +96,21 @@ class YamlDocument:
         if path in self.keys:
             return self.keys[path]
         return self.locate(path)
+
+    def locate_text(self, path: KeyPath, line: int = 1, col: int = 1) -> Position:
+        """Where the character at (line, col) of the text value at `path` was written.
+
+        (line, col) are 1-based inside the value as the program sees it (quotes and
+        escapes resolved, a block scalar's indentation stripped and its lines folded);
+        (1, 1) is the value's first character: one past a quote, or the first content
+        line of a `|` or `>` block. Anything but a text value is located as `locate`.
+        """
+        span = self.spans.get(path)
+        value = value_at(self.data, path)
+        if span is None or not isinstance(value, str):
+            return self.locate(path)
+        index = _written_index(self.text, span, self.styles.get(path), value, _offset(value, line, col))
+        return _index_position(self.text, index)
 
 
 def load_yaml(path: str | Path) -> YamlDocument:
@@ -117,7 +145,8 @@ def parse_yaml(text: str, path: str | Path) -> YamlDocument:
         loader.dispose()
     if builder.issues:
         raise ConfigError(sorted(builder.issues, key=lambda i: (i.line or 0, i.col or 0)))
-    document = YamlDocument(path, data, builder.values, builder.keys)
+    document = YamlDocument(path, data, builder.values, builder.keys, builder.styles,
+                            builder.spans, text)
     document.values.setdefault((), (1, 1))
     return document
 
@@ -134,6 +163,8 @@ class _Builder:
         self.path = path
         self.values: dict[KeyPath, Position] = {}
         self.keys: dict[KeyPath, Position] = {}
+        self.styles: dict[KeyPath, str | None] = {}
+        self.spans: dict[KeyPath, tuple[int, int]] = {}
         self.issues: list[ConfigIssue] = []
         self._open: set[int] = set()  # nodes being built: an alias to one of them is a cycle
 
@@ -158,6 +189,8 @@ class _Builder:
         return None
 
     def _scalar(self, node: ScalarNode, path: KeyPath) -> Any:
+        self.styles[path] = node.style
+        self.spans[path] = (node.start_mark.index, node.end_mark.index)
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
@@ -237,3 +270,111 @@ def _encoding_issue(path: Path, raw: bytes, exc: UnicodeDecodeError) -> ConfigIs
     else:
         message += "; it looks GBK-encoded, as Chinese Windows editors save by default: save it as UTF-8"
     return ConfigIssue(path, line, col, (), message)
+
+
+# --- positions inside text values ---------------------------------------------------
+
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # PyYAML's line breaks
+_QUOTES = ('"', "'")
+_BLOCKS = ("|", ">")
+
+
+def value_at(data: Any, path: KeyPath) -> Any:
+    """The plain data at `path`, or None where the path leads nowhere."""
+    for step in path:
+        in_mapping = isinstance(data, dict) and step in data
+        in_list = isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data)
+        if not (in_mapping or in_list):
+            return None
+        data = data[step]
+    return data
+
+
+def _offset(value: str, line: int, col: int) -> int:
+    """The index in `value` of its (line, col), clamped to the value."""
+    lines = value.split("\n")
+    line = max(1, min(line, len(lines)))
+    offset = sum(len(text) + 1 for text in lines[: line - 1]) + col - 1
+    return max(0, min(offset, len(value)))
+
+
+def _written_index(text: str, span: tuple[int, int], style: str | None, value: str, offset: int) -> int:
+    """The index in the file text of the value's character at `offset`.
+
+    YAML changes only whitespace between the file and the value (indentation, folded
+    line breaks), besides quotes and escapes: the value's non-space characters are the
+    file's, in order. A space, or the end of the value, maps to just after the non-space
+    character before it, where an editor's cursor would be.
+    """
+    start, end = span
+    begin = _content_start(text, start, end, style)
+    stop = end - 1 if style in _QUOTES else end
+    written = list(_written_characters(text, begin, stop, style))
+    if len(written) != sum(1 for c in value if not c.isspace()):
+        return min(begin + offset, stop)  # an escape not followed: count characters instead
+    before = sum(1 for c in value[:offset] if not c.isspace())
+    if offset < len(value) and not value[offset].isspace():
+        return written[before]
+    return written[before - 1] + 1 if before else begin
+
+
+def _content_start(text: str, start: int, end: int, style: str | None) -> int:
+    """Where a scalar's text begins: past its anchor and tag, its quote, its block header."""
+    i = start
+    while i < end and text[i] in "&!":  # `&anchor` or `!tag` before the value
+        while i < end and not text[i].isspace():
+            i += 1
+        while i < end and text[i].isspace():
+            i += 1
+    if style in _QUOTES:
+        return i + 1
+    if style in _BLOCKS:  # `>-  # comment` ends its line; the text starts on the next
+        match = _LINE_BREAK.search(text, i, end)
+        i = match.end() if match else end
+        while i < end and text[i].isspace():
+            i += 1
+    return i
+
+
+def _written_characters(text: str, begin: int, stop: int, style: str | None) -> Iterator[int]:
+    """The index of each file character that is a non-space character of the value."""
+    i = begin
+    while i < stop:
+        char = text[i]
+        if style == "'" and text.startswith("''", i):
+            yield i
+            i += 2
+        elif style == '"' and char == "\\":
+            length, space = _escape(text, i)
+            if not space:
+                yield i
+            i += length
+        else:
+            if not char.isspace():
+                yield i
+            i += 1
+
+
+def _escape(text: str, i: int) -> tuple[int, bool]:
+    """The length of the escape at `i` in a double-quoted scalar, and whether it is a space."""
+    code = text[i + 1 : i + 2]
+    joined = _LINE_BREAK.match(text, i + 1)
+    if joined:  # an escaped line break joins two lines: no character at all
+        return 1 + len(joined.group()), True
+    if code in Scanner.ESCAPE_CODES:
+        length = 2 + Scanner.ESCAPE_CODES[code]
+        try:
+            decoded = chr(int(text[i + 2 : i + length], 16))
+        except ValueError:
+            decoded = "?"
+    else:
+        length, decoded = 2, Scanner.ESCAPE_REPLACEMENTS.get(code, code)
+    return length, decoded.isspace()
+
+
+def _index_position(text: str, index: int) -> Position:
+    """The 1-based (line, col) of a character index, as PyYAML's marks count them."""
+    line, line_start = 1, 0
+    for match in _LINE_BREAK.finditer(text, 0, index):
+        line, line_start = line + 1, match.end()
+    return line, index - line_start + 1
