@@ -1,5 +1,6 @@
 """Whether a write may go to a device at all: checked against the profile before any driver
-is asked, so a refused write never touches the field bus.
+is asked, so a refused write never touches the field bus. And the checks of rule commands
+that need the clock (a shelve's end), made before the rule engine is asked.
 
 The drivers check again (defence in depth: a driver is also used by tools), but the
 gateway's answer to the platform must not depend on a driver remembering to.
@@ -10,8 +11,9 @@ from __future__ import annotations
 import math
 
 from drivers.base import Driver
-from gateway.commands.models import WriteCommand
+from gateway.commands.models import SHELVE_MAX, ShelveAlarmCommand, WriteCommand
 from gateway.config.models import BacnetPoint, SiteConfig
+from gateway.sinks.contract import iso_utc
 
 
 class Refused(Exception):
@@ -85,3 +87,26 @@ def known(names: object, limit: int = 20) -> str:
     listed = sorted(names)  # type: ignore[call-overload]
     more = f" and {len(listed) - limit} more" if len(listed) > limit else ""
     return f"; known: {', '.join(listed[:limit])}{more}" if listed else ""
+
+
+def shelve_until(command: ShelveAlarmCommand, now: float) -> float:
+    """When the shelve ends (seconds since the epoch), from its `for` or its `until`.
+
+    Refused when `until` is not in the future or lies more than SHELVE_MAX ahead: the
+    parser capped `for`, but an `until` can only be judged against the clock.
+    """
+    if command.for_ is not None:
+        return now + command.for_
+    until = command.until
+    assert until is not None  # the model requires one of the two
+    if until <= now:
+        raise Refused(
+            f"until {iso_utc(until)} is not in the future (the gateway's time is {iso_utc(now)})"
+        )
+    if until - now > SHELVE_MAX:
+        raise Refused(
+            f"until {iso_utc(until)} is {(until - now) / 86400:.1f} days away; a shelve lasts at "
+            f"most {SHELVE_MAX / 86400:g} days: take the alarm out of service (alarm_service) "
+            "for longer"
+        )
+    return until

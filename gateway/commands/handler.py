@@ -1,5 +1,9 @@
 """Runs the platform's commands: parse, authorise, execute with a timeout, audit, reply.
 
+Device commands act on drivers; rule commands (alarms, tickets, maintenance mode) are
+handed to the rule engine, and the events it returns go into the outbox through the
+pipeline, so an acknowledgement reaches the platform the way a raised alarm does.
+
 Commands run one at a time in the order they arrive: two writes to one point land in
 the order the platform sent them, a write never races a reload, and the audit log's
 order is the order things happened. Commands are rare, so one at a time costs nothing.
@@ -10,6 +14,7 @@ or failed outcome, an audit line and (when the command had an id) a reply.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,19 +23,29 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from drivers.base import Driver, DriverError
+from gateway.batch import Event
 from gateway.commands.audit import AuditEntry, AuditLog, iso_now
-from gateway.commands.authorise import Refused, known, writable_driver
+from gateway.commands.authorise import Refused, known, shelve_until, writable_driver
 from gateway.commands.models import (
+    AckAlarmCommand,
+    AlarmServiceCommand,
+    AnyCommand,
     DeviceStatusCommand,
+    MaintenanceCommand,
     Rejected,
     ReloadCommand,
     Reply,
+    RuleCommand,
+    ShelveAlarmCommand,
+    UnshelveAlarmCommand,
+    UpdateTicketCommand,
     WriteCommand,
     parse_command,
 )
 from gateway.config.errors import ConfigError
 from gateway.config.models import SiteConfig
 from gateway.health import DeviceHealth
+from gateway.sinks.contract import iso_utc
 
 log = structlog.get_logger(__name__)
 
@@ -40,12 +55,51 @@ CLOSE_TIMEOUT = 2.0  # seconds stop() waits for a command in flight
 REMEMBERED_REPLIES = 1000  # replies kept by request id, so a redelivered command is not rerun
 
 
+class RuleCommands(Protocol):
+    """The rule engine as commands use it (rules/engine/engine.py `RuleEngine`).
+
+    Every method returns the events it caused; a refusal is a ValueError whose text is
+    written for the operator.
+    """
+
+    def acknowledge(self, alarm_id: str, by: str, comment: str | None = None) -> list[Event]: ...
+
+    def shelve(self, alarm_id: str, by: str, *, until: float,
+               reason: str | None = None) -> list[Event]: ...
+
+    def unshelve(self, alarm_id: str, by: str) -> list[Event]: ...
+
+    def set_in_service(self, alarm_id: str, in_service: bool, by: str,
+                       comment: str | None = None) -> list[Event]: ...
+
+    def update_ticket(self, ticket_id: str, step: str, by: str, *, note: str = "",
+                      owner: str | None = None, backup: str | None = None) -> list[Event]: ...
+
+    def set_maintenance(self, device: str, on: bool, by: str, *, duration: float | None = None,
+                        reason: str | None = None) -> list[Event]: ...
+
+    def alarm(self, alarm_id: str) -> dict[str, Any]: ...
+
+    def tickets(self) -> list[dict[str, Any]]: ...
+
+
+class EventSink(Protocol):
+    """Where the engine's events go: the pipeline (gateway/pipeline.py), into the outbox."""
+
+    def emit_event(self, event: Event) -> None: ...
+
+
 class CommandTarget(Protocol):
-    """What commands act on: the running gateway (gateway/daemon.py)."""
+    """What commands act on: the running gateway (gateway/daemon.py).
+
+    `rules` is None on a gateway without a rule engine: rule commands are refused there.
+    """
 
     config: SiteConfig
     drivers: list[Driver]
     health: dict[str, DeviceHealth]
+    rules: RuleCommands | None
+    pipeline: EventSink
 
     async def reload(self, config: SiteConfig) -> dict[str, object]: ...
 
@@ -83,6 +137,7 @@ class CommandHandler:
         commands_topic: str = "", reply_topic: Callable[[str], str] = str, via: str = "local",
         write_timeout: float = WRITE_TIMEOUT,
         load: Callable[[Any], SiteConfig] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.target = target
         self.connection = connection
@@ -92,6 +147,7 @@ class CommandHandler:
         self.via = via
         self.write_timeout = write_timeout
         self._load = load
+        self._clock = clock  # judges a shelve's `until`; the engine keeps its own clock
         self._lock = asyncio.Lock()
         self._answered: OrderedDict[str, Reply] = OrderedDict()  # request id -> its reply
         self._closing = False
@@ -134,8 +190,8 @@ class CommandHandler:
                 done = Outcome("refused", parsed.reason)
             else:
                 request_id, kind, by = parsed.id, parsed.type, parsed.by
-                target, value = self._target(parsed), getattr(parsed, "value", None)
-                done = await self._run(parsed)
+                target, value = self._target(parsed), _audited_value(parsed)
+                done = await self._run(parsed, by or via)
                 value = done.value if done.value is not None else value
             entry = AuditEntry(
                 who=by or via, outcome=done.outcome, request_id=request_id, type=kind,
@@ -181,13 +237,16 @@ class CommandHandler:
 
     # --- execution -------------------------------------------------------------------
 
-    async def _run(self, command: WriteCommand | DeviceStatusCommand | ReloadCommand) -> Outcome:
+    async def _run(self, command: AnyCommand, who: str) -> Outcome:
+        """`who`: the operator the engine records (the command's `by`, else the connection)."""
         try:
             if isinstance(command, WriteCommand):
                 return await self._write(command)
             if isinstance(command, DeviceStatusCommand):
                 return self._device_status(command)
-            return await self._reload()
+            if isinstance(command, ReloadCommand):
+                return await self._reload()
+            return self._rule_command(command, who)
         except Refused as exc:
             return Outcome("refused", str(exc))
         except Exception as exc:  # a bug must cost one command, never the daemon
@@ -247,6 +306,58 @@ class CommandHandler:
             return Outcome("failed", f"the drivers did not restart within {RELOAD_TIMEOUT:g} s")
         return Outcome("accepted", result=dict(summary), value=dict(summary))
 
+    def _rule_command(self, command: RuleCommand, who: str) -> Outcome:
+        """Hand an alarm, ticket or maintenance command to the engine; its events go out.
+
+        Called on the event loop, like the engine's own polls and ticks, so a command
+        never interleaves with an evaluation, and its events enter the outbox right after
+        the engine made them: one alarm's states stay in the order they happened.
+        """
+        if self._audit_error is not None:
+            raise Refused(
+                f"alarm and ticket commands are refused while the audit log cannot be written "
+                f"({self._audit_error})"
+            )
+        rules = getattr(self.target, "rules", None)
+        if rules is None:
+            raise Refused(
+                "this gateway runs no rules: it has no alarms, tickets or maintenance modes"
+            )
+        value = None
+        until = None
+        if isinstance(command, ShelveAlarmCommand):
+            until = shelve_until(command, self._clock())
+            # the audit keeps the end the gateway computed, not only the duration asked for
+            value = {**(_audited_value(command) or {}), "until": iso_utc(until)}
+        try:
+            events = _call_engine(rules, command, who, until)
+        except ValueError as exc:  # the engine's refusals: unknown id, a step the state forbids
+            raise Refused(str(exc)) from None
+        for event in events:
+            self.target.pipeline.emit_event(event)
+        log.debug("rule command events emitted", request_id=command.id, events=len(events),
+                  types=[e.type for e in events])
+        return Outcome("accepted", result=self._rule_result(rules, command, events), value=value)
+
+    def _rule_result(
+        self, rules: RuleCommands, command: RuleCommand, events: list[Event]
+    ) -> dict[str, Any] | None:
+        """What the reply carries: the alarm's state, the ticket's, or the device's mode.
+
+        The command was done and its events are in the outbox whatever happens here, so
+        a view that fails costs the reply its result, not the command its outcome.
+        """
+        try:
+            if isinstance(command, UpdateTicketCommand):
+                return _ticket_state(rules, command.ticket, events)
+            if isinstance(command, MaintenanceCommand):
+                return _maintenance_state(command, events)
+            return rules.alarm(command.alarm)
+        except Exception as exc:
+            log.warning("rule command done, but its result could not be read",
+                        request_id=command.id, type=command.type, error=repr(exc))
+            return None
+
     async def _audit(self, entry: AuditEntry) -> None:
         try:
             await asyncio.to_thread(self.audit.append, entry)
@@ -257,13 +368,70 @@ class CommandHandler:
         else:
             self._audit_error = None
 
-    def _target(self, command: WriteCommand | DeviceStatusCommand | ReloadCommand) -> str | None:
+    def _target(self, command: AnyCommand) -> str | None:
         """What the command acts on, as the audit log names it."""
         if isinstance(command, WriteCommand):
             return f"{command.device}.{command.point}"
-        if isinstance(command, DeviceStatusCommand):
+        if isinstance(command, DeviceStatusCommand | MaintenanceCommand):
             return command.device
-        return str(self.target.config.source or "config")
+        if isinstance(command, UpdateTicketCommand):
+            return command.ticket
+        if isinstance(command, ReloadCommand):
+            return str(self.target.config.source or "config")
+        return command.alarm
+
+
+def _call_engine(
+    rules: RuleCommands, command: RuleCommand, who: str, until: float | None
+) -> list[Event]:
+    """One engine call per command; `until`: a shelve's end, already judged."""
+    if isinstance(command, AckAlarmCommand):
+        return rules.acknowledge(command.alarm, who, command.comment)
+    if isinstance(command, ShelveAlarmCommand):
+        assert until is not None
+        return rules.shelve(command.alarm, who, until=until, reason=command.reason)
+    if isinstance(command, UnshelveAlarmCommand):
+        return rules.unshelve(command.alarm, who)
+    if isinstance(command, AlarmServiceCommand):
+        return rules.set_in_service(command.alarm, command.in_service, who, command.comment)
+    if isinstance(command, UpdateTicketCommand):
+        return rules.update_ticket(command.ticket, command.step, who, note=command.note,
+                                   owner=command.owner, backup=command.backup)
+    return rules.set_maintenance(command.device, command.on, who, duration=command.for_,
+                                 reason=command.reason)
+
+
+def _audited_value(command: AnyCommand) -> Any:
+    """The command's "what" for the audit log: a write's value; a rule command's own fields
+    (the step, the shelve's length, the comment), so the log says what was asked of it."""
+    if isinstance(command, WriteCommand):
+        return command.value
+    if isinstance(command, DeviceStatusCommand | ReloadCommand):
+        return None
+    skip = {"id", "type", "by", "alarm", "ticket", "device"}
+    fields = command.model_dump(by_alias=True, exclude_none=True, exclude=skip)
+    if isinstance(command, ShelveAlarmCommand) and command.until is not None:
+        fields["until"] = iso_utc(command.until)
+    return {k: v for k, v in fields.items() if v != ""} or None
+
+
+def _ticket_state(rules: RuleCommands, ticket_id: str, events: list[Event]) -> dict[str, Any] | None:
+    """The ticket as the command left it: its newest `ticket_state` among the events (a
+    closed or cancelled ticket is gone from the engine's view, but its state was emitted),
+    else the engine's view of it."""
+    for event in reversed(events):
+        if event.type == "ticket_state" and event.body.get("ticket") == ticket_id:
+            return dict(event.body)
+    return next((t for t in rules.tickets() if t.get("ticket") == ticket_id), None)
+
+
+def _maintenance_state(command: MaintenanceCommand, events: list[Event]) -> dict[str, Any]:
+    """The device's mode: the `maintenance` event the engine emitted (with its end), else
+    what was asked."""
+    for event in reversed(events):
+        if event.type == "maintenance" and event.device == command.device:
+            return {"device": command.device, **event.body}
+    return {"device": command.device, "maintenance": command.on}
 
 
 def _load_site(path: Any) -> SiteConfig:

@@ -1,6 +1,10 @@
 """What the platform may send on the commands topic, what it gets back, and the parsing
 that turns a payload into one command or a refusal that says why.
 
+Device commands (write, device_status, reload) act on drivers and the configuration;
+rule commands (ack_alarm, shelve_alarm, unshelve_alarm, alarm_service, update_ticket,
+maintenance) act on the rule engine's alarms and tickets.
+
 Parsing never raises: a payload from the network is judged, not trusted. Every model
 forbids unknown fields, so a platform that misspells `value` hears about it instead of
 having a command half-applied.
@@ -9,12 +13,16 @@ having a command half-applied.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -24,14 +32,21 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
+from gateway.config.types import parse_duration
 from gateway.sinks.contract import dumps
 
 MAX_PAYLOAD = 64 * 1024  # bytes; a command is a few hundred
-SUPPORTED = ("write", "device_status", "reload")
-NOT_YET = ("ack_alarm", "shelve_alarm", "update_ticket")  # the rule engine owns alarms and tickets
-COMMAND_TYPES = SUPPORTED + NOT_YET
+DEVICE_COMMANDS = ("write", "device_status", "reload")
+# Alarms and tickets belong to the rule engine; these reach it (gateway/commands/handler.py).
+RULE_COMMANDS = (
+    "ack_alarm", "shelve_alarm", "unshelve_alarm", "alarm_service", "update_ticket", "maintenance",
+)
+COMMAND_TYPES = DEVICE_COMMANDS + RULE_COMMANDS
+SHELVE_MAX = 7 * 86400.0  # seconds; longer than a week is out of service, not shelved
+TICKET_STEPS = ("dispatch", "arrive", "progress", "resolve", "follow_up", "close", "cancel", "note")
 
 # A request id becomes a topic level of the reply: no separators, wildcards or controls.
 ID_PATTERN = r"^[^/+#\x00-\x1f]{1,128}$"
@@ -39,6 +54,53 @@ RequestId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Who = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Value = StrictBool | StrictInt | StrictFloat | StrictStr
+# Alarm ids are <device>.<rule>, so longer than a device id may be.
+AlarmId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)]
+TicketId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+Text = Annotated[StrictStr, StringConstraints(max_length=2000)]  # comments, reasons, notes
+
+
+def _duration(value: Any) -> float:
+    """"2h", "90m", "1d" or a number of seconds; text such as "2 hours" is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError('expected a duration such as "30m", "2h" or "1d", or seconds')
+    seconds = parse_duration(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive duration")
+    return seconds
+
+
+def _shelve_length(seconds: float) -> float:
+    if seconds > SHELVE_MAX:
+        raise ValueError(
+            f"{seconds / 86400:g} days is longer than a shelve may last ({SHELVE_MAX / 86400:g} "
+            "days); take the alarm out of service (alarm_service) for longer"
+        )
+    return seconds
+
+
+def _iso_time(value: Any) -> float:
+    """An ISO-8601 time with its offset (Z, +08:00) → seconds since the epoch.
+
+    A time without an offset is refused, not read as UTC: a platform in China that sends
+    local time would otherwise shelve an alarm eight hours off.
+    """
+    if not isinstance(value, str):
+        raise ValueError('expected an ISO-8601 time such as "2026-11-23T18:00:00+08:00"')
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f'{value!r} is not an ISO-8601 time such as "2026-11-23T18:00:00+08:00"'
+        ) from None
+    if when.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone; add Z (UTC) or an offset such as +08:00")
+    return when.timestamp()
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+ShelveDuration = Annotated[float, BeforeValidator(_duration), AfterValidator(_shelve_length)]
+IsoTime = Annotated[float, BeforeValidator(_iso_time)]
 
 
 class _Command(BaseModel):
@@ -71,10 +133,111 @@ class ReloadCommand(_Command):
     type: Literal["reload"]
 
 
-Command = Annotated[
-    WriteCommand | DeviceStatusCommand | ReloadCommand, Field(discriminator="type")
-]
-_COMMAND: TypeAdapter[WriteCommand | DeviceStatusCommand | ReloadCommand] = TypeAdapter(Command)
+class AckAlarmCommand(_Command):
+    """The operator has seen the alarm (ISA-18.2 acknowledge)."""
+
+    type: Literal["ack_alarm"]
+    alarm: AlarmId
+    comment: Text | None = None
+
+
+class ShelveAlarmCommand(_Command):
+    """Hide an alarm for a while: `for` a duration or `until` a time, never both.
+
+    Capped at SHELVE_MAX: a shelved alarm is forgotten by people, so a long one must be
+    a deliberate out-of-service. `until` is checked against the clock when it runs.
+    """
+
+    type: Literal["shelve_alarm"]
+    alarm: AlarmId
+    for_: ShelveDuration | None = Field(default=None, alias="for")
+    until: IsoTime | None = None
+    reason: Text | None = None
+
+    @model_validator(mode="after")
+    def _one_end(self) -> ShelveAlarmCommand:
+        if self.for_ is not None and self.until is not None:
+            raise ValueError("give for (a duration) or until (a time), not both")
+        if self.for_ is None and self.until is None:
+            raise ValueError(
+                'shelve_alarm needs for (a duration such as "2h") or until (an ISO-8601 time)'
+            )
+        return self
+
+
+class UnshelveAlarmCommand(_Command):
+    """End a shelve before its time."""
+
+    type: Literal["unshelve_alarm"]
+    alarm: AlarmId
+
+
+class AlarmServiceCommand(_Command):
+    """Take an alarm out of service (a sensor being replaced) or put it back."""
+
+    type: Literal["alarm_service"]
+    alarm: AlarmId
+    in_service: StrictBool
+    comment: Text | None = None
+
+
+class UpdateTicketCommand(_Command):
+    """Move a ticket on by one step, or add a note to its history.
+
+    `dispatch` names who owns the ticket from now on (首问负责制), so it needs `owner`;
+    owner and backup mean nothing to another step and are refused there.
+    """
+
+    type: Literal["update_ticket"]
+    ticket: TicketId
+    step: Literal[
+        "dispatch", "arrive", "progress", "resolve", "follow_up", "close", "cancel", "note"
+    ]
+    note: Text = ""
+    owner: Who | None = None
+    backup: Who | None = None
+
+    @model_validator(mode="after")
+    def _fits_the_step(self) -> UpdateTicketCommand:
+        if self.step == "dispatch" and self.owner is None:
+            raise ValueError("dispatch needs owner: who takes the ticket")
+        if self.step != "dispatch" and (self.owner is not None or self.backup is not None):
+            raise ValueError(f"owner and backup go with step dispatch, not {self.step}")
+        if self.step == "note" and not self.note.strip():
+            raise ValueError("step note needs the note's text in note")
+        return self
+
+
+class MaintenanceCommand(_Command):
+    """Put a device in maintenance mode (its alarms suppressed) or take it out.
+
+    Without `for` the engine's default length applies: a mode always ends by itself.
+    """
+
+    type: Literal["maintenance"]
+    device: Name
+    on: StrictBool
+    for_: Duration | None = Field(default=None, alias="for")
+    reason: Text | None = None
+
+    @model_validator(mode="after")
+    def _for_only_when_on(self) -> MaintenanceCommand:
+        if not self.on and self.for_ is not None:
+            raise ValueError("for goes with on: true; ending maintenance takes no duration")
+        return self
+
+
+AlarmCommand = AckAlarmCommand | ShelveAlarmCommand | UnshelveAlarmCommand | AlarmServiceCommand
+RuleCommand = AlarmCommand | UpdateTicketCommand | MaintenanceCommand
+AnyCommand = WriteCommand | DeviceStatusCommand | ReloadCommand | RuleCommand
+Command = Annotated[AnyCommand, Field(discriminator="type")]
+_COMMAND: TypeAdapter[AnyCommand] = TypeAdapter(Command)
+MODELS: dict[str, type[_Command]] = {
+    "write": WriteCommand, "device_status": DeviceStatusCommand, "reload": ReloadCommand,
+    "ack_alarm": AckAlarmCommand, "shelve_alarm": ShelveAlarmCommand,
+    "unshelve_alarm": UnshelveAlarmCommand, "alarm_service": AlarmServiceCommand,
+    "update_ticket": UpdateTicketCommand, "maintenance": MaintenanceCommand,
+}
 
 
 class Reply(BaseModel):
@@ -102,7 +265,7 @@ class Rejected:
     by: str | None = None
 
 
-Parsed = WriteCommand | DeviceStatusCommand | ReloadCommand | Rejected
+Parsed = AnyCommand | Rejected
 _ID_IN_TEXT = re.compile(rb'"id"\s*:\s*"([^"\\/+#\x00-\x1f]{1,128})"')
 
 
@@ -133,11 +296,6 @@ def parse_command(payload: bytes) -> Parsed:
         return Rejected(
             f"type {what}; one of {', '.join(COMMAND_TYPES)}", usable_id, kind, by
         )
-    if kind in NOT_YET:
-        return Rejected(
-            f"{kind} is not supported until the rule engine lands (alarms and tickets are "
-            "not managed by this gateway yet)", usable_id, kind, by,
-        )
     try:
         return _COMMAND.validate_python(data)
     except ValidationError as exc:
@@ -151,22 +309,31 @@ def _id_in_text(payload: bytes) -> str | None:
     return found.group(1).decode("utf-8", "replace") if found else None
 
 
+def takes(kind: str) -> str:
+    """The fields a command type takes, as a payload spells them ("for", not "for_")."""
+    model = MODELS.get(kind)
+    if model is None:
+        return ""
+    return ", ".join(info.alias or name for name, info in model.model_fields.items())
+
+
 def describe(error: ValidationError, kind: str) -> str:
     """Pydantic's errors as one sentence per field: what is wrong, what would be right."""
-    model = {"write": WriteCommand, "device_status": DeviceStatusCommand, "reload": ReloadCommand}
-    fields = ", ".join(model[kind].model_fields) if kind in model else ""
     seen: dict[str, str] = {}
     for item in error.errors():
         loc = [str(part) for part in item["loc"] if part != kind]
         field = loc[0] if loc else "command"
         if field in seen:
             continue  # a union's members each complain; the first says enough
+        message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            seen[field] = f"unknown field {field!r}; {kind} takes {fields}"
+            seen[field] = f"unknown field {field!r}; {kind} takes {takes(kind)}"
         elif item["type"] == "missing":
             seen[field] = f"{field} is missing"
-        elif field == "value":
+        elif field == "value" and kind == "write":
             seen[field] = "value must be a number, true/false or text"
+        elif field == "command":
+            seen[field] = message  # the command as a whole: which fields go together
         else:
-            seen[field] = f"{field}: {item['msg']}"
+            seen[field] = f"{field}: {message}"
     return "; ".join(seen.values())

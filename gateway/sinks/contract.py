@@ -69,6 +69,14 @@ class Topics:
     def event(self, kind: str) -> str:
         return f"{self.base}/events/{segment(kind)}"
 
+    def alarm(self, alarm_id: str) -> str:
+        """Retained: the current state of one alarm (cleared when it closes)."""
+        return f"{self.base}/alarms/{segment(alarm_id)}"
+
+    def ticket(self, ticket_id: str) -> str:
+        """Retained: the current state of one ticket (cleared when it is closed or cancelled)."""
+        return f"{self.base}/tickets/{segment(ticket_id)}"
+
     @property
     def commands(self) -> str:
         return f"{self.base}/commands"
@@ -126,6 +134,44 @@ def event(identity: Identity, record_id: str, seq: int, item: Event) -> dict[str
     for key, value in item.body.items():
         body.setdefault(key, value)
     return body
+
+
+# Event types whose latest message is the state of one thing, kept retained on a topic of
+# its own: (the body field naming the thing, the topic for it). A subscriber reads the
+# current set by subscribing; an empty retained payload removes a closed one from it.
+RETAINED_STATES = {
+    "alarm_state": ("alarm", Topics.alarm),
+    "ticket_state": ("ticket", Topics.ticket),
+}
+
+
+def event_message(
+    topics: Topics, identity: Identity, record_id: str, seq: int, item: Event
+) -> tuple[str, bytes, bool]:
+    """Topic, payload and retain flag of one event.
+
+    `device_status` is retained on `status/<device>`; `alarm_state` and `ticket_state` on
+    `alarms/<alarm>` and `tickets/<ticket>`, where a state with `"closed": true` becomes an
+    empty retained payload: the broker then deletes the retained message, so a platform
+    that subscribes later sees only what is still open. Everything else goes to
+    `events/<type>`, not retained (history, not state).
+
+    ValueError for a state that does not name what it is the state of: it cannot be
+    placed, and guessing a topic would leave a wrong retained message behind.
+    """
+    if item.type == "device_status" and item.device:
+        body = dumps(event(identity, record_id, seq, item))
+        return topics.device_status(item.device), body, True
+    retained = RETAINED_STATES.get(item.type)
+    if retained is None:
+        return topics.event(item.type), dumps(event(identity, record_id, seq, item)), False
+    field, topic_of = retained
+    name = item.body.get(field)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{item.type} without a {field} id: {item.body!r:.200}")
+    if item.body.get("closed") is True:
+        return topic_of(topics, name), b"", True
+    return topic_of(topics, name), dumps(event(identity, record_id, seq, item)), True
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,17 @@ that published it, the mid is always registered before its confirmation is seen.
 
 Topics and payloads are built in `contract.py`: `<prefix>/<site>/<gateway>/gateway/status`
 (retained birth, last will and clean-stop offline), `.../telemetry/<device>`,
-`.../status/<device>` (retained) and `.../events/<type>`. Events go in a priority lane
-ahead of a telemetry backlog (the runner reads `priority_kinds` first); telemetry may be
-filtered by report by exception (`report.py`) and gzip-compressed.
+`.../status/<device>`, `.../alarms/<alarm>` and `.../tickets/<ticket>` (retained; a closed
+alarm or ticket is an empty retained payload, which deletes it) and `.../events/<type>`.
+Events go in a priority lane ahead of a telemetry backlog (the runner reads
+`priority_kinds` first); telemetry may be filtered by report by exception (`report.py`)
+and gzip-compressed.
+
+Ordering of retained states: one alarm's states follow each other in the outbox's order,
+in one lane, and a batch is published in that order on one connection, so the broker
+keeps the newest. A batch that is sent again (no PUBACK, a reconnect) is sent again
+whole and in order, after anything paho itself resends, so its last state still lands
+last; the runner never moves to a newer record before an older one was confirmed.
 
 Every message carries the outbox record id; the runner resends on SinkUnavailable,
 so the platform sees duplicates with the same id, never gaps.
@@ -437,7 +445,4 @@ class MqttSink(Sink):
                 payload = contract.compress(payload)
             return self.topics.telemetry(batch.device), payload, False
         assert isinstance(item, Event)
-        body = contract.dumps(contract.event(self.identity, record.id, record.seq, item))
-        if item.type == "device_status" and item.device:
-            return self.topics.device_status(item.device), body, True
-        return self.topics.event(item.type), body, False
+        return contract.event_message(self.topics, self.identity, record.id, record.seq, item)

@@ -147,7 +147,8 @@ def test_a_write_parses_into_its_model() -> None:
     (_cmd(id="r6", type="write", device="d", point="p"), "r6", "value is missing"),
     (_cmd(id="r7", type="write", device="d", point="p", value=1, priority=17), "r7", "priority"),
     (_cmd(id="r8", type="device_status", device=5), "r8", "device"),
-    (_cmd(id="r9", type="ack_alarm", alarm="a1"), "r9", "not supported until the rule engine"),
+    (_cmd(id="r9", type="ack_alarm", alarm="a1", state="acked"), "r9",
+     "unknown field 'state'; ack_alarm takes id, by, type, alarm, comment"),
     (_cmd(id="r10", type="reload", extra=1), "r10", "unknown field 'extra'"),
 ])
 def test_what_is_not_a_command_is_refused_with_a_reason(
@@ -305,7 +306,7 @@ async def test_commands_are_ignored_once_the_handler_closed(audit: AuditLog) -> 
     assert await handler.handle(_cmd(id="late", type="reload")) is None
 
 
-def test_unsupported_types_parse_as_refusals_not_models() -> None:
+def test_a_malformed_rule_command_parses_as_a_refusal_that_keeps_its_type() -> None:
     parsed = parse_command(_cmd(id="t1", type="update_ticket", ticket="T-1", state="closed"))
     assert isinstance(parsed, Rejected) and parsed.type == "update_ticket"
     assert not isinstance(parse_command(_cmd(id="t2", type="device_status", device="d")), Rejected)
