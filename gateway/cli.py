@@ -96,6 +96,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"profiles: {len(config.profiles)}  rules in profiles: {rules}")
     rows = [(proto, n_dev, n_pts) for proto, (n_dev, n_pts) in sorted(by_protocol.items())]
     print(format_table(("protocol", "devices", "points"), rows))
+    # What the rule engine will run: the loader has checked every rule, so this compiles.
+    from rules.compile import compile_rules
+
+    compiled = compile_rules(config)
+    site_rules = sum(len(f.rules) for f in config.rule_files)
+    running = compiled.rules
+    print(f"site rule files: {len(config.rule_files)}  site rules: {site_rules}")
+    print(f"rules running on devices: {len(running)}  "
+          f"derived points: {sum(r.derive is not None for r in running)}  "
+          f"alarms: {sum(r.rule.alarm is not None for r in running)}  "
+          f"raising tickets: {sum(r.rule.ticket is not None for r in running)}")
+    written = (sum(len(p.maintenance) for p in config.profiles.values())
+               + sum(len(f.maintenance) for f in config.rule_files))
+    device_ids = {d.id for d in config.devices}
+    on_devices = [p for p in compiled.plans if p.device in device_ids]
+    on_assets = [p for p in compiled.plans if p.device not in device_ids]
+    print(f"maintenance tasks: {written} written, {len(compiled.plans)} planned: "
+          f"{len(on_devices)} for {len({p.device for p in on_devices})} devices, "
+          f"{len(on_assets)} for {len({p.device for p in on_assets})} assets")
     sinks = [(s.name, s.type, _sink_target(s)) for s in config.all_sinks()]
     print(format_table(("sink", "type", "target"), sinks))
     print("configuration OK")
@@ -390,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check the hash chain: exit 1 if a line was edited, inserted or deleted")
     audit.add_argument("--data-dir", help="where audit.jsonl lives (default: data_dir from site.yaml)")
     audit.add_argument("--json", action="store_true")
+
+    from gateway.cli_ops import register as register_ops  # alarms, ack, shelve, tickets, ...
+
+    register_ops(sub, add)
 
     discover = sub.add_parser("discover", help="find devices and write their device maps",
                               description="Who-Is, read each device's objects, print them; "

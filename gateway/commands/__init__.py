@@ -1,7 +1,11 @@
-"""Commands from the central platform: write a point, ask for a device status, reload.
+"""Commands to the running gateway: write a point, ask for a device status, reload, and
+(with the rule engine) acknowledge, shelve and service alarms, step tickets, maintenance.
 
-`models` says what a command and a reply are, `authorise` whether a write may reach a
-device, `handler` runs them, `audit` keeps the tamper-evident record of every one.
+They arrive from the central platform over the upstream MQTT connection and from site
+engineers over the local control socket (`local`); both go through one handler, so
+they are serialised together and audited alike. `models` says what a command and a
+reply are, `authorise` whether a write may reach a device, `handler` runs them, `audit`
+keeps the tamper-evident record of every one.
 """
 
 from __future__ import annotations
@@ -10,15 +14,57 @@ from typing import TYPE_CHECKING
 
 from gateway.commands.audit import AUDIT_FILE, AuditLog
 from gateway.commands.handler import CommandHandler
+from gateway.commands.local import CONTROL_SOCKET, LocalControl
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
+    from gateway.sinks.mqtt import MqttSink
 
-__all__ = ["AUDIT_FILE", "AuditLog", "CommandHandler", "attach_commands"]
+__all__ = [
+    "AUDIT_FILE", "CONTROL_SOCKET", "AuditLog", "CommandHandler", "LocalControl",
+    "attach_commands", "build_commands",
+]
+
+LOCAL_VIA = "local"  # the handler's default `via` when there is no upstream connection
+
+
+def build_commands(gateway: Gateway) -> CommandHandler:
+    """The gateway's command handler with its audit log open, always.
+
+    Always, because the local control socket (the CLI) must work on a site with no
+    upstream, or with the platform's commands turned off. The handler subscribes on the
+    upstream connection only when `upstream.commands` is on; otherwise it has no
+    connection and serves the local channel alone. Close it with `handler.close()`.
+    """
+    sink = _upstream_sink(gateway)
+    audit = AuditLog(gateway.data_dir / AUDIT_FILE)
+    audit.open()
+    if sink is None:
+        return CommandHandler(gateway, None, audit, via=LOCAL_VIA)
+    upstream = gateway.config.upstream
+    assert upstream is not None  # _upstream_sink found its sink
+    # the sink's own topics: commands and replies sit beside its telemetry, by construction
+    handler = CommandHandler(
+        gateway, sink, audit, commands_topic=sink.topics.commands, reply_topic=sink.topics.reply,
+        via=upstream.username or sink.client_id,
+    )
+    handler.attach()
+    return handler
 
 
 def attach_commands(gateway: Gateway) -> CommandHandler | None:
-    """Accept commands on the upstream connection, when there is one and it allows them."""
+    """Accept commands on the upstream connection only (None, and no audit log, without one).
+
+    Kept for callers that want the platform's commands alone; the daemon uses
+    `build_commands`, which also serves the local control socket.
+    """
+    if _upstream_sink(gateway) is None:
+        return None
+    return build_commands(gateway)
+
+
+def _upstream_sink(gateway: Gateway) -> MqttSink | None:
+    """The running upstream sink when it takes commands; None when there is none or it does not."""
     from gateway.sinks.mqtt import MqttSink
 
     upstream = gateway.config.upstream
@@ -31,12 +77,4 @@ def attach_commands(gateway: Gateway) -> CommandHandler | None:
     )
     if sink is None:  # build_sinks always makes one for upstream; guard the invariant
         raise RuntimeError(f"no running sink for upstream {upstream.name!r}")
-    audit = AuditLog(gateway.data_dir / AUDIT_FILE)
-    audit.open()
-    # the sink's own topics: commands and replies sit beside its telemetry, by construction
-    handler = CommandHandler(
-        gateway, sink, audit, commands_topic=sink.topics.commands, reply_topic=sink.topics.reply,
-        via=upstream.username or sink.client_id,
-    )
-    handler.attach()
-    return handler
+    return sink
