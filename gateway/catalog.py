@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.config.models import ReportPolicy, SiteConfig
+from gateway.config.rule_models import Rule
+from rules.compile import compile_rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,13 @@ class Catalog:
     @classmethod
     def from_config(cls, config: SiteConfig) -> Catalog:
         devices: dict[str, DeviceInfo] = {}
+
+        # derived points (rules with derive:), wherever they were written, by device
+        derived_by_device = compile_rules(config).derived_points()
+
+        def derived(device_id: str) -> list[Rule]:
+            return [compiled.rule for compiled in derived_by_device.get(device_id, [])]
+
         for device in config.devices:
             profile = config.profiles[device.profile]
             tags = {
@@ -56,8 +65,10 @@ class Catalog:
                 profile=profile.id,
                 system=profile.system,
                 tags={k: v for k, v in tags.items() if v},
-                units={p: pt.unit for p, pt in profile.points.items() if pt.unit},
-                point_names={p: pt.name for p, pt in profile.points.items() if pt.name},
+                units={**{p: pt.unit for p, pt in profile.points.items() if pt.unit},
+                       **{r.id: r.unit for r in derived(device.id) if r.unit}},
+                point_names={**{p: pt.name for p, pt in profile.points.items() if pt.name},
+                             **{r.id: r.name for r in derived(device.id) if r.name}},
                 enums={p: pt.enum for p, pt in profile.points.items() if pt.enum},
                 reports={p: pt.report for p, pt in profile.points.items() if pt.report},
             )

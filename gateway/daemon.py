@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -15,7 +16,8 @@ from drivers.base import Driver
 from drivers.registry import DriverSet
 from gateway import __version__
 from gateway.catalog import Catalog
-from gateway.commands import CommandHandler, attach_commands
+from gateway.commands import CommandHandler, LocalControl, build_commands
+from gateway.commands.local import socket_path
 from gateway.config.models import SiteConfig
 from gateway.health import DeviceHealth
 from gateway.outbox import Outbox
@@ -23,6 +25,8 @@ from gateway.pipeline import Pipeline
 from gateway.poller import poll_forever, poll_specs, report_status_forever, watch_forever
 from gateway.sinks.factory import build_sinks
 from gateway.sinks.runner import SinkRunner
+from rules.engine.engine import RuleEngine
+from rules.engine.runner import RuleRunner
 
 log = structlog.get_logger(__name__)
 
@@ -35,8 +39,11 @@ STOP_BUDGET = 4.5  # seconds for the whole shutdown: SIGTERM must end within 5 s
 class Gateway:
     """One site's gateway; `start()` then `stop()`, or `run(stop_event)`."""
 
-    def __init__(self, config: SiteConfig, *, data_dir: Path | None = None) -> None:
+    def __init__(self, config: SiteConfig, *, data_dir: Path | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`clock` is the rule engine's: tests move it to see what days of downtime do."""
         self.config = config
+        self._clock = clock
         self.data_dir = Path(data_dir or config.data_dir)
         self.catalog = Catalog.from_config(config)
         self.outbox = Outbox(
@@ -45,7 +52,9 @@ class Gateway:
             fsync=config.outbox.fsync,
             max_size=config.outbox.max_size,
         )
-        self.pipeline = Pipeline(self.outbox)
+        self.rules = RuleEngine(config, self.data_dir, clock=clock)
+        self.pipeline = Pipeline(self.outbox, self.rules)
+        self._rule_runner: RuleRunner | None = None
         self.health: dict[str, DeviceHealth] = {}
         self.driver_set = DriverSet(config.bacnet)  # owns the buses and clients devices share
         self.drivers: list[Driver] = []
@@ -55,22 +64,53 @@ class Gateway:
         self._status_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self.commands: CommandHandler | None = None
+        self.control: LocalControl | None = None
 
     async def start(self) -> None:
         await self.outbox.open()
+        await self._start_rules()
         for sink, linger in build_sinks(self.config, self.catalog, self.data_dir):
             runner = SinkRunner(sink, self.outbox, linger=linger)
             self.runners.append(runner)
             self._sink_tasks.append(asyncio.create_task(runner.run(), name=f"sink:{sink.name}"))
         await self._start_devices(_create_drivers(self.config, self.driver_set))
         self._status_task = asyncio.create_task(self.write_status_forever(), name="status")
-        self.commands = attach_commands(self)  # last: a command may need every driver
+        # last: a command may need every driver. The handler always runs (the local CLI
+        # commands through it); it listens upstream only when the platform may command.
+        self.commands = build_commands(self)
+        self.control = LocalControl(self, self.commands, socket_path(self.data_dir))
+        try:
+            await self.control.start()
+        except BaseException:  # another gateway on this data dir: leave nothing running
+            self.control = None
+            await self.stop()
+            raise
         log.info(
             "gateway started",
             version=__version__, site=self.config.site.id, devices=len(self.drivers),
             sinks=[r.name for r in self.runners], data_dir=str(self.data_dir),
-            commands=self.commands is not None,
+            commands_upstream=self.commands.connection is not None,
         )
+
+    async def _start_rules(self) -> None:
+        """Restore alarms, tickets and plans, then run the engine's timers.
+
+        Before any driver starts: what ran out while the gateway was down (a delay, a
+        shelve, an SLA clock, a maintenance plan) is in the outbox before the first poll.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pipeline.emit_all(self.rules.open())
+        self._rule_runner = RuleRunner(self.rules, self._emit_rule_output, self.config.rules.tick)
+        await self._rule_runner.start()
+
+    def _emit_rule_output(self, item) -> None:
+        self.pipeline.emit_all([item])
+
+    async def _stop_rules(self) -> None:
+        if self._rule_runner is not None:
+            await self._rule_runner.stop()
+            self._rule_runner = None
+        self.rules.close()
 
     async def _start_devices(self, drivers: list[Driver]) -> None:
         """Start the drivers together, each with its poll timers, silence watch and status.
@@ -142,10 +182,22 @@ class Gateway:
                 name for name in ("site", "sinks", "upstream", "outbox", "logging", "data_dir")
                 if getattr(config, name) != getattr(self.config, name)
             ]
+            applied = self.config.model_copy(update={
+                "profiles": config.profiles, "devices": config.devices, "bacnet": config.bacnet,
+                "rule_files": config.rule_files, "sla": config.sla, "rules": config.rules,
+            })
+            try:
+                # rules follow the new profiles and rule files; their state is on disk, so
+                # the new engine carries on where the old one stopped
+                rules = RuleEngine(applied, self.data_dir, clock=self._clock)
+            except ValueError:
+                await driver_set.close()
+                raise
             await self._stop_devices()
-            self.config = self.config.model_copy(
-                update={"profiles": config.profiles, "devices": config.devices, "bacnet": config.bacnet}
-            )
+            self.config = applied
+            await self._stop_rules()
+            self.rules = self.pipeline.rules = rules
+            await self._start_rules()
             self.catalog.devices.clear()  # sinks hold this catalog: update it in place
             self.catalog.devices.update(Catalog.from_config(self.config).devices)
             self.driver_set = driver_set
@@ -181,12 +233,15 @@ class Gateway:
             """Seconds left for a step that must leave `reserve` for the steps after it."""
             return max(0.05, deadline - reserve - loop.time())
 
+        if self.control is not None:  # first: no new local commands while stopping
+            await _step("local control", self.control.stop(), min(0.5, until(4.0)))
         if self.commands is not None:  # before the drivers: a write in flight may finish
             await _step("commands", self.commands.close(), min(1.0, until(3.5)))
         if self._status_task is not None:
             self._status_task.cancel()
             await asyncio.gather(self._status_task, return_exceptions=True)
         await _step("devices", self._stop_devices_locked(), until(3.0))
+        await _step("rules", self._stop_rules(), until(2.7))
         await _step("outbox flush", self.outbox.flush(), until(2.5))
         drain = until(1.5)
         await _step("drain", asyncio.gather(*(r.drain(drain) for r in self.runners)), drain)
@@ -228,6 +283,10 @@ class Gateway:
                 for device, health in self.health.items()
             },
             "sinks": [r.status() for r in self.runners],
+            "rules": self.rules.stats(),
+            "alarms": self.rules.alarms(active_only=True),
+            "tickets": self.rules.tickets(open_only=True),
+            "maintenance": self.rules.maintenance_modes(),
             "outbox": {
                 "committed_seq": self.outbox.stats.committed_seq,
                 "dropped_readings": self.outbox.stats.dropped_readings,

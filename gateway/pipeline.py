@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.batch import Batch, Event
 from gateway.outbox import Outbox
-from rules.stage import RulesStage
+from rules.stage import PassThrough, RulesStage
 
 
 class Pipeline:
@@ -12,23 +12,36 @@ class Pipeline:
 
     `latest` is keyed by device and point set: a poll group's batch and a COV batch of one
     point each keep their own latest, so a view can merge them into the device's state.
+    Derived points come back from the rules stage as batches of their own and are kept
+    and stored like read ones; they are not fed to the rules again (the engine has
+    already evaluated what reads them).
     """
 
     def __init__(self, outbox: Outbox, rules: RulesStage | None = None) -> None:
         self.outbox = outbox
-        self.rules = rules or RulesStage()
+        self.rules: RulesStage = rules if rules is not None else PassThrough()
         self.latest: dict[tuple[str, tuple[str, ...]], Batch] = {}
         self.batches = 0
 
     def emit_batch(self, batch: Batch) -> None:
-        self.batches += 1
-        self.latest[(batch.device, batch.points)] = batch
-        self.outbox.append_batch(batch)
-        for event in self.rules.process(batch):
-            self.outbox.append_event(event)
+        self._store(batch)
+        self.emit_all(self.rules.process(batch))
 
     def emit_event(self, event: Event) -> None:
         self.outbox.append_event(event)
+
+    def emit_all(self, items: list[Batch | Event]) -> None:
+        """What the rules produced (on a batch, a timer or a command): derived points and events."""
+        for item in items:
+            if isinstance(item, Batch):
+                self._store(item)
+            else:
+                self.outbox.append_event(item)
+
+    def _store(self, batch: Batch) -> None:
+        self.batches += 1
+        self.latest[(batch.device, batch.points)] = batch
+        self.outbox.append_batch(batch)
 
     def current(self) -> dict[str, dict[str, tuple[object, str, float]]]:
         """Each device's points with their newest (value, quality, ts), across its batches."""
