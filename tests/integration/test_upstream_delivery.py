@@ -1,5 +1,5 @@
 """Delivery upstream through the real outbox and runner: a broker outage loses nothing and
-events go first; a backlog drains at backlog_rate while a new event still goes first."""
+alarms go first; a backlog drains at backlog_rate while a new event still goes first."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from gateway.config.models import MqttSinkConfig
 from gateway.outbox import Outbox
 from gateway.sinks.mqtt import MqttSink
 from gateway.sinks.runner import SinkRunner
+from rules.alarms import Alarm, AlarmDefinition
+from rules.engine.events import alarm_event, alarm_state
 
 pytestmark = pytest.mark.integration
 
@@ -36,22 +38,40 @@ def _batch(device: str, n: int) -> Batch:
     return Batch(device, 1_715_000_000.0 + n, ("n", "p"), [n, 0.4 + n / 1000])
 
 
+def _alarm_raised(phase: str, n: int, ts: float) -> list[Event]:
+    """A real alarm raised: its `alarm_event` and its retained `alarm_state`, as the rule
+    engine puts them in the outbox."""
+    alarm = Alarm(AlarmDefinition(f"door_1.forced_open_{phase}_{n}", "door_1", "major",
+                                  "门被强行打开 door forced open"))
+    events = [alarm_event(e, "门被强行打开") for e in alarm.update(ts, True)]
+    return [*events, alarm_state(alarm, "门被强行打开", ts)]
+
+
 async def _produce(
     outbox: Outbox, phase: str, readings: int, events: int, first: int = 0
 ) -> None:
     """`readings` batches over the devices (point n counts from `first`) with `events`
-    events spread among them."""
+    alarms raised among them (two messages each: the event and the retained state)."""
     every = max(1, readings // max(events, 1))
     produced_events = 0
     for n in range(readings):
         outbox.append_batch(_batch(DEVICES[n % len(DEVICES)], first + n))
         if n % every == 0 and produced_events < events:
-            outbox.append_event(Event("door_forced", 1_715_000_000.0 + n, "door_1",
-                                      {"phase": phase, "n": produced_events}))
+            for event in _alarm_raised(phase, produced_events, 1_715_000_000.0 + n):
+                outbox.append_event(event)
             produced_events += 1
         if n % 50 == 0:
             await asyncio.sleep(0)  # let group commits happen while we produce
     await outbox.flush()
+
+
+def _alarm_of(body: dict) -> tuple[str, int] | None:
+    """(phase, n) of an alarm message from `_alarm_raised`, else None."""
+    alarm = body.get("alarm") or ""
+    if not alarm.startswith("door_1.forced_open_"):
+        return None
+    phase, n = alarm.removeprefix("door_1.forced_open_").rsplit("_", 1)
+    return phase, int(n)
 
 
 @pytest.fixture
@@ -65,7 +85,7 @@ def persistent_broker(tmp_path):
         broker.stop()
 
 
-async def test_a_broker_outage_loses_nothing_and_events_arrive_before_the_backlog(
+async def test_a_broker_outage_loses_nothing_and_alarms_arrive_before_the_backlog(
     tmp_path, persistent_broker
 ):
     broker = persistent_broker
@@ -85,13 +105,13 @@ async def test_a_broker_outage_loses_nothing_and_events_arrive_before_the_backlo
         broker.stop()
         await _until(lambda: not sink.connected, 10, "the sink to see the broker gone")
         await _produce(outbox, "outage", readings=900, events=30, first=OUTAGE)
-        assert runner.status()["behind"] >= 930
+        assert runner.status()["behind"] >= 960
 
         broker.start()  # same port; the recorder's session and subscription come back
 
         def outage_arrived() -> bool:
             ids = {m.body["id"] for m in recorder.messages if "/gateway/" not in m.topic}
-            return len(ids) >= 33 + 930
+            return len(ids) >= 36 + 960
         await _until(outage_arrived, 60, "every message produced during the outage")
         assert await runner.drain(10)
     finally:
@@ -106,19 +126,23 @@ async def test_a_broker_outage_loses_nothing_and_events_arrive_before_the_backlo
     bodies = [m.body for m in messages]
     unique = {b["id"]: b for b in bodies}
     outage_telemetry = [b for b in unique.values() if b.get("values", {}).get("n", 0) >= OUTAGE]
-    outage_events = [b for b in unique.values() if b.get("phase") == "outage"]
+    outage_events = [b for b in unique.values() if (_alarm_of(b) or ("",))[0] == "outage"]
     print(
-        f"\nbroker outage: produced 33 messages before it and 900 telemetry batches + 30 events "
-        f"while the broker was down; the gateway had {sink.published} messages confirmed; "
-        f"received {len(bodies)} ({len(bodies) - len(unique)} duplicates), {len(unique)} "
-        f"distinct ids, of which {len(outage_telemetry)} telemetry batches and "
-        f"{len(outage_events)} events from the outage"
+        f"\nbroker outage: produced 36 messages before it, and 900 telemetry batches and 30 "
+        f"alarms (an alarm_event and a retained alarm_state each) while the broker was down; "
+        f"the gateway had {sink.published} messages confirmed; received {len(bodies)} "
+        f"({len(bodies) - len(unique)} duplicates), {len(unique)} distinct ids, of which "
+        f"{len(outage_telemetry)} telemetry batches and {len(outage_events)} alarm messages "
+        f"from the outage"
     )
-    assert len(unique) == 963
-    assert len(outage_telemetry) == 900 and len(outage_events) == 30
-    assert {b["n"] for b in outage_events} == set(range(30))
+    assert len(unique) == 36 + 960
+    assert len(outage_telemetry) == 900 and len(outage_events) == 60
+    assert sorted(_alarm_of(b)[1] for b in outage_events if b["type"] == "alarm_event") == list(range(30))
+    states = [m for m in messages if "/alarms/" in m.topic and "_outage_" in m.topic]
+    assert len({m.topic for m in states}) == 30 and all(m.body["state"] == "active_unacknowledged"
+                                                          for m in states)
 
-    # Events first: every outage event arrived before the first outage telemetry batch.
+    # Alarms first: every outage alarm arrived before the first outage telemetry batch.
     first_seen = {}
     for index, body in enumerate(bodies):
         first_seen.setdefault(body["id"], index)
