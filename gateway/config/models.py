@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.energy_models import CounterMark, EnergyConfig, MeterConfig
 from gateway.config.rule_models import MaintenanceTask, Rule, RuleFile, RulesConfig, SlaConfig
 from gateway.config.types import (  # noqa: F401 (re-exported: models are imported from here)
     ID_PATTERN,
@@ -233,7 +234,8 @@ class ModbusPoint(Model):
     description: str | None = None
     writable: bool = False
     poll_group: Identifier | None = None  # None: the device's poll_interval
-    report: ReportPolicy | None = None  # upstream report by exception; None: the site default
+    report: ReportPolicy | None = None
+    counter: CounterMark = None  # a cumulative counter (kWh, m³): consumption, rollups, ledger  # upstream report by exception; None: the site default
 
     @model_validator(mode="before")
     @classmethod
@@ -360,6 +362,7 @@ class BacnetPoint(Model):
     description: str | None = None
     poll_group: Identifier | None = None
     report: ReportPolicy | None = None
+    counter: CounterMark = None  # a cumulative counter (kWh, m³): consumption, rollups, ledger
 
     @model_validator(mode="after")
     def _valid_object(self) -> BacnetPoint:
@@ -397,6 +400,7 @@ class MqttPoint(Model):
     description: str | None = None
     writable: bool = False  # published to `command_topic` by a write
     report: ReportPolicy | None = None
+    counter: CounterMark = None  # a cumulative counter (kWh, m³): consumption, rollups, ledger
 
     @model_validator(mode="after")
     def _valid_path(self) -> MqttPoint:
@@ -595,6 +599,7 @@ class Device(Model):
     offline_after: int = Field(default=3, ge=1, le=100)  # failed polls before offline
     location: Location = Location()
     asset: Asset = Asset()
+    meter: MeterConfig | None = None  # a meter's household and plausibility limits
     enabled: bool = True
     source: str | None = Field(default=None, exclude=True)
 
@@ -629,6 +634,7 @@ class SiteConfig(Model):
     bacnet: BacnetLocal = BacnetLocal()
     include: Include = Include()
     sla: SlaConfig = SlaConfig()
+    energy: EnergyConfig = EnergyConfig()
     rules: RulesConfig = RulesConfig()
     profiles: dict[str, Profile] = Field(default_factory=dict, exclude=True)
     devices: list[Device] = Field(default_factory=list, exclude=True)

@@ -133,7 +133,7 @@ def test_unknown_key_names_its_line_and_the_allowed_keys(in_tmp: Path) -> None:
         "devices/b1.yaml:2:5 devices[0]: missing required key 'connection' "
         "(e.g. {type: modbus_tcp, host: 192.168.1.20})",
         "devices/b1.yaml:4:5 devices[0].conection: 'conection' is not a known key here; "
-        "allowed keys: id, name, profile, connection, poll_interval, poll_groups, order, limits, retries, offline_after, location, asset, enabled; "
+        "allowed keys: id, name, profile, connection, poll_interval, poll_groups, order, limits, retries, offline_after, location, asset, meter, enabled; "
         "did you mean connection?",
     ]
 
