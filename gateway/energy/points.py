@@ -10,8 +10,6 @@ from __future__ import annotations
 
 PERIODS = ("hour", "day", "month")
 MANUAL_POINT = "reading"  # a manual meter's counter
-# A group's readings per period: master, sum of members, master - sum, (master - sum) / master
-GROUP_FIELDS = ("consumption", "members", "loss", "loss_rate")
 
 
 def rollup_point(counter: str, period: str) -> str:
@@ -43,10 +41,9 @@ def meter_points(counter: str, commodity: str) -> list[str]:
 
 
 def group_points(has_master: bool, has_members: bool) -> list[str]:
-    """Every point of a group device."""
-    fields = ["consumption"] if has_master or not has_members else []
-    if has_members:
-        fields.append("members")
+    """Every point of a group device: `consumption` is the master's (else the members'
+    sum); with both, the members' sum, the loss and the loss rate too."""
+    fields = ["consumption"]
     if has_master and has_members:
-        fields += ["loss", "loss_rate"]
+        fields += ["members", "loss", "loss_rate"]
     return [group_point(f, p) for f in fields for p in PERIODS]
