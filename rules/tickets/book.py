@@ -87,7 +87,9 @@ class TicketBook:
 
     def _new(self, request: TicketRequest, now: float) -> Ticket:
         policy = self.policy
-        urgent = request.trapped or request.category in policy.urgent_categories
+        # urgent repairs are faults in water, power and gas; planned work never is
+        urgent = request.kind is Kind.CORRECTIVE and (
+            request.trapped or request.category in policy.urgent_categories)
         priority = request.priority or (Priority.URGENT if urgent else Priority.NORMAL)
         ticket = Ticket(
             id=self._next_id(now), kind=request.kind, device=request.device,

@@ -170,6 +170,7 @@ class Ticket:
             "priority": self.priority.value,
             "grade": self.grade.value,
             "emergency_plan": self.emergency_plan,
+            "trapped": self.trapped,
             "title": self.title,
             "owner": self.owner,
             "backup": self.backup,

@@ -156,6 +156,19 @@ def test_water_power_and_gas_are_urgent_by_default(category):
     assert ticket.priority is Priority.URGENT
 
 
+@pytest.mark.parametrize("category", ["water", "power", "gas"])
+def test_planned_work_in_water_power_and_gas_is_not_an_urgent_repair(category):
+    ticket, _ = TicketBook().open(
+        TicketRequest(device="tank_1", fault="cleaning", category=category, kind=Kind.PREVENTIVE), T0)
+    assert ticket.priority is Priority.NORMAL
+
+
+def test_a_rescue_ticket_says_passengers_are_trapped():
+    ticket, _ = TicketBook().open(
+        TicketRequest(device="lift_1", fault="trapped", category="elevator", trapped=True), T0)
+    assert ticket.to_state()["trapped"] is True and ticket.priority is Priority.URGENT
+
+
 def test_other_repairs_are_normal_unless_asked():
     book = TicketBook()
     normal, _ = book.open(TicketRequest(device="d", fault="f", category="lighting"), T0)
