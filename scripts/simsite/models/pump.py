@@ -8,6 +8,9 @@ from gateway.config.models import Profile
 from simsite.models.base import Model, SimTime, bump, follow
 
 LOW_PRESSURE = 0.15  # MPa with a burst main: the pump at full speed cannot hold the setpoint
+# A drive's sleep function waits before it sleeps or wakes (sleep delay); with the
+# pressure tank this keeps a healthy pump well under 6 starts an hour.
+MIN_DWELL = 12 * 60.0  # simulated seconds in one state before the next change
 
 
 class BoosterPump(Model):
@@ -28,6 +31,7 @@ class BoosterPump(Model):
         self.setpoint = 0.45
         self.demand_noise = 0.0
         self.sleeping = False
+        self.dwell = MIN_DWELL  # seconds since the last sleep or wake
         self.values.update(
             frequency=38.0, current=10.0, outlet_pressure=self.setpoint, running=1,
             fault_code=0, run_hours=rng.uniform(1000, 5000), starts=rng.randint(200, 900),
@@ -48,11 +52,11 @@ class BoosterPump(Model):
         self.demand_noise = 0.9 * self.demand_noise + self.rng.gauss(0, 0.01)
         demand = self.demand(now.hour)
         v["fault_code"] = 0
-        # sleep below a low demand, with hysteresis so the pump does not chatter
-        if self.sleeping and demand > 0.16:
-            self.sleeping = False
-        elif not self.sleeping and demand < 0.12:
-            self.sleeping = True
+        # sleep below a low demand, with hysteresis and a sleep delay so it does not chatter
+        self.dwell += dt
+        if self.dwell >= MIN_DWELL and (demand > 0.16 if self.sleeping else demand < 0.12):
+            self.sleeping = not self.sleeping
+            self.dwell = 0.0
         running = not self.sleeping
         if running and not v["running"]:
             v["starts"] += 1
