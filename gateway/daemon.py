@@ -15,6 +15,7 @@ import structlog
 from drivers.base import Driver
 from drivers.registry import DriverSet
 from gateway import __version__
+from gateway.batch import Event
 from gateway.catalog import Catalog
 from gateway.commands import CommandHandler, LocalControl, build_commands
 from gateway.commands.local import socket_path
@@ -26,6 +27,7 @@ from gateway.poller import poll_forever, poll_specs, report_status_forever, watc
 from gateway.sinks.factory import build_sinks
 from gateway.sinks.runner import SinkRunner
 from rules.engine.engine import RuleEngine
+from rules.engine.events import MAINTENANCE
 from rules.engine.runner import RuleRunner
 
 log = structlog.get_logger(__name__)
@@ -54,6 +56,7 @@ class Gateway:
         )
         self.rules = RuleEngine(config, self.data_dir, clock=clock)
         self.pipeline = Pipeline(self.outbox, self.rules)
+        self.pipeline.listeners.append(self._follow_maintenance)
         self._rule_runner: RuleRunner | None = None
         self.health: dict[str, DeviceHealth] = {}
         self.driver_set = DriverSet(config.bacnet)  # owns the buses and clients devices share
@@ -112,6 +115,16 @@ class Gateway:
             self._rule_runner = None
         self.rules.close()
 
+    def _follow_maintenance(self, event: Event) -> None:
+        """A device entering or leaving maintenance says so in its retained status at once,
+        so a platform that connects later still sees it."""
+        if event.type != MAINTENANCE or event.device not in self.health:
+            return
+        health = self.health[event.device]
+        modes = self.rules.maintenance_modes()
+        health.maintenance_until = modes.get(event.device)
+        self.pipeline.emit_event(health.status_event())
+
     async def _start_devices(self, drivers: list[Driver]) -> None:
         """Start the drivers together, each with its poll timers, silence watch and status.
 
@@ -125,6 +138,7 @@ class Gateway:
         device = driver.device
         self.drivers.append(driver)  # stop() stops it even if its start is still running
         health = self.health[device.id] = DeviceHealth(device.id, device.offline_after)
+        health.maintenance_until = self.rules.maintenance_modes().get(device.id)
         try:
             await asyncio.wait_for(driver.start(self.pipeline.emit_batch), DRIVER_START_TIMEOUT)
         except TimeoutError:

@@ -27,6 +27,7 @@ class DeviceHealth:
     last_error: str | None = None
     last_latency: float | None = None
     mean_latency: float | None = None  # of good polls
+    maintenance_until: float | None = None  # in maintenance mode until then (alarms suppressed)
 
     def good(self, latency: float, now: float | None = None) -> Event | None:
         """Record a successful poll; returns a status event when the device came (back) online."""
@@ -75,6 +76,7 @@ class DeviceHealth:
             "last_error": self.last_error,
             "latency_ms": _ms(self.last_latency),
             "mean_latency_ms": _ms(self.mean_latency),
+            "maintenance_until": self.maintenance_until,
         }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.batch import Batch, Event
 from gateway.outbox import Outbox
 from rules.stage import PassThrough, RulesStage
@@ -22,6 +24,8 @@ class Pipeline:
         self.rules: RulesStage = rules if rules is not None else PassThrough()
         self.latest: dict[tuple[str, tuple[str, ...]], Batch] = {}
         self.batches = 0
+        # called with each event after it is stored: the daemon follows maintenance mode
+        self.listeners: list[Callable[[Event], None]] = []
 
     def emit_batch(self, batch: Batch) -> None:
         self._store(batch)
@@ -29,6 +33,8 @@ class Pipeline:
 
     def emit_event(self, event: Event) -> None:
         self.outbox.append_event(event)
+        for listener in self.listeners:
+            listener(event)
 
     def emit_all(self, items: list[Batch | Event]) -> None:
         """What the rules produced (on a batch, a timer or a command): derived points and events."""
@@ -36,7 +42,7 @@ class Pipeline:
             if isinstance(item, Batch):
                 self._store(item)
             else:
-                self.outbox.append_event(item)
+                self.emit_event(item)
 
     def _store(self, batch: Batch) -> None:
         self.batches += 1

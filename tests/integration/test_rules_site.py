@@ -79,13 +79,14 @@ class Site:
     async def until(self, predicate, what: str) -> list[Message]:
         return await asyncio.to_thread(self.recorder.wait, predicate, WAIT, what)
 
-    async def alarm_state(self, alarm: str, state: str) -> dict[str, Any]:
-        """The latest published state of `alarm` once it is `state`."""
+    async def alarm_state(self, alarm: str, state: str, **fields: Any) -> dict[str, Any]:
+        """The latest published state of `alarm` once it is `state` (with `fields`)."""
         topic = f"{self.base}/alarms/{alarm}"
 
         def reached(messages: list[Message]) -> bool:
             mine = [m for m in messages if m.topic == topic and m.payload]
-            return bool(mine) and mine[-1].body["state"] == state
+            return bool(mine) and mine[-1].body["state"] == state and all(
+                mine[-1].body.get(k) == v for k, v in fields.items())
         messages = await self.until(reached, f"{alarm} {state}")
         return [m for m in messages if m.topic == topic and m.payload][-1].body
 
@@ -230,3 +231,30 @@ async def test_a_maintenance_plan_due_while_the_gateway_was_down_is_raised_when_
         ticket = await site.ticket_for("lightning_protection_b1", "lightning_test")
         assert ticket["kind"] == "preventive" and ticket["state"] == "open"
         assert ticket["title"] == "防雷检测"
+
+
+async def test_a_device_in_maintenance_has_its_alarms_suppressed_and_says_so_upstream(
+    tmp_path: Path, mosquitto: Any
+) -> None:
+    async with running_site(tmp_path, mosquitto) as site:
+        status = f"{site.base}/status/pump_b1_1"
+        reply = await site.platform.send({"id": "m-on", "type": "maintenance", "device": "pump_b1_1",
+                                          "on": True, "for": "2h", "reason": "更换机械密封",
+                                          "by": "李工"})
+        assert reply is not None and reply["ok"], reply
+        await site.until(lambda ms: any(m.topic == status and m.body.get("maintenance_until")
+                                        for m in ms), "the device status in maintenance")
+        assert site.recorder.on("/events/maintenance")[-1].body["maintenance"] is True
+
+        # the engineer trips the drive while working on it: no alarm is announced, no ticket
+        await site.sim.set_fault("pump_b1_1", "pump_trip")
+        await site.alarm_state("pump_b1_1.pump_trip", "suppressed", active=True)
+        assert not [t for t in site.gateway.rules.tickets() if t["device"] == "pump_b1_1"]
+
+        reply = await site.platform.send({"id": "m-off", "type": "maintenance",
+                                          "device": "pump_b1_1", "on": False, "by": "李工"})
+        assert reply is not None and reply["ok"], reply
+        # the fault outlived the maintenance: it is announced and needs acknowledging
+        await site.alarm_state("pump_b1_1.pump_trip", "active_unacknowledged")
+        last = [m for m in site.recorder.on("") if m.topic == status][-1]
+        assert last.body["maintenance_until"] is None
