@@ -156,18 +156,24 @@ def _until(text: str) -> str:
 
 
 def cmd_alarms(args: argparse.Namespace) -> int:
-    alarms = _query(args, "alarms")
-    if isinstance(alarms, int):
-        return alarms
+    return _list(args, "alarms", ("alarm", "state", "severity", "since", "message"),
+                 lambda a: (a.get("alarm") or a.get("id"), _alarm_state(a), a.get("severity"),
+                            local_time(_since(a)), a.get("message") or "-"),
+                 "no alarms", "no active alarms (--all lists every alarm)")
+
+
+def _list(args: argparse.Namespace, kind: str, headers: tuple[str, ...],
+          row: Callable[[dict[str, Any]], tuple[Any, ...]], none: str, none_active: str) -> int:
+    """A query's items as a table (or JSON with --json)."""
+    items = _query(args, kind)
+    if isinstance(items, int):
+        return items
     if args.json:
-        print(json.dumps(alarms, ensure_ascii=False))
-        return EXIT_OK
-    if not alarms:
-        print("no alarms" if args.all else "no active alarms (--all lists every alarm)")
-        return EXIT_OK
-    rows = [(a.get("alarm") or a.get("id"), _alarm_state(a), a.get("severity"),
-             local_time(_since(a)), a.get("message") or "-") for a in alarms]
-    print(format_table(("alarm", "state", "severity", "since", "message"), rows))
+        print(json.dumps(items, ensure_ascii=False))
+    elif not items:
+        print(none if args.all else none_active)
+    else:
+        print(format_table(headers, [row(item) for item in items]))
     return EXIT_OK
 
 
@@ -216,19 +222,10 @@ def cmd_unshelve(args: argparse.Namespace) -> int:
 
 
 def cmd_tickets(args: argparse.Namespace) -> int:
-    tickets = _query(args, "tickets")
-    if isinstance(tickets, int):
-        return tickets
-    if args.json:
-        print(json.dumps(tickets, ensure_ascii=False))
-        return EXIT_OK
-    if not tickets:
-        print("no tickets" if args.all else "no open tickets (--all includes resolved ones)")
-        return EXIT_OK
-    rows = [(t.get("ticket") or t.get("id"), t.get("device"), t.get("state"), t.get("priority"),
-             local_time(t.get("due")), t.get("title") or "-") for t in tickets]
-    print(format_table(("ticket", "device", "state", "priority", "due", "title"), rows))
-    return EXIT_OK
+    return _list(args, "tickets", ("ticket", "device", "state", "priority", "due", "title"),
+                 lambda t: (t.get("ticket") or t.get("id"), t.get("device"), t.get("state"),
+                            t.get("priority"), local_time(t.get("due")), t.get("title") or "-"),
+                 "no tickets", "no open tickets (--all includes resolved ones)")
 
 
 def cmd_ticket(args: argparse.Namespace) -> int:
