@@ -42,8 +42,10 @@ def meter_points(counter: str, commodity: str) -> list[str]:
 
 def group_points(has_master: bool, has_members: bool) -> list[str]:
     """Every point of a group device: `consumption` is the master's (else the members'
-    sum); with both, the members' sum, the loss and the loss rate too."""
+    sum); with both, the members' sum, the loss and the loss rate too; `estimated` is 1
+    when a meter was missing or estimated for the period."""
     fields = ["consumption"]
     if has_master and has_members:
         fields += ["members", "loss", "loss_rate"]
+    fields.append("estimated")
     return [group_point(f, p) for f in fields for p in PERIODS]
