@@ -20,6 +20,8 @@ from gateway.catalog import Catalog
 from gateway.commands import CommandHandler, LocalControl, build_commands
 from gateway.commands.local import socket_path
 from gateway.config.models import SiteConfig
+from gateway.edge import EdgeStages
+from gateway.energy.stage import EnergyStage
 from gateway.health import DeviceHealth
 from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline
@@ -28,7 +30,6 @@ from gateway.sinks.factory import build_sinks
 from gateway.sinks.runner import SinkRunner
 from rules.engine.engine import RuleEngine
 from rules.engine.events import MAINTENANCE
-from rules.engine.runner import RuleRunner
 
 log = structlog.get_logger(__name__)
 
@@ -54,10 +55,9 @@ class Gateway:
             fsync=config.outbox.fsync,
             max_size=config.outbox.max_size,
         )
-        self.rules = RuleEngine(config, self.data_dir, clock=clock)
-        self.pipeline = Pipeline(self.outbox, self.rules)
+        self.edge = EdgeStages(config, self.data_dir, clock=clock)
+        self.pipeline = Pipeline(self.outbox, self.edge)
         self.pipeline.listeners.append(self._follow_maintenance)
-        self._rule_runner: RuleRunner | None = None
         self.health: dict[str, DeviceHealth] = {}
         self.driver_set = DriverSet(config.bacnet)  # owns the buses and clients devices share
         self.drivers: list[Driver] = []
@@ -71,7 +71,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.outbox.open()
-        await self._start_rules()
+        await self._start_edge()
         for sink, linger in build_sinks(self.config, self.catalog, self.data_dir):
             runner = SinkRunner(sink, self.outbox, linger=linger)
             self.runners.append(runner)
@@ -95,25 +95,25 @@ class Gateway:
             commands_upstream=self.commands.connection is not None,
         )
 
-    async def _start_rules(self) -> None:
-        """Restore alarms, tickets and plans, then run the engine's timers.
+    @property
+    def rules(self) -> RuleEngine:
+        """The rule engine: alarms, tickets, maintenance mode (commands and views use it)."""
+        return self.edge.rules
+
+    @property
+    def energy(self) -> EnergyStage:
+        """The energy stage: meters, manual readings, replacements, snapshots."""
+        return self.edge.energy
+
+    async def _start_edge(self) -> None:
+        """Restore meters, alarms, tickets and plans, then run their timers.
 
         Before any driver starts: what ran out while the gateway was down (a delay, a
-        shelve, an SLA clock, a maintenance plan) is in the outbox before the first poll.
+        shelve, an SLA clock, a maintenance plan, a night window) is in the outbox before
+        the first poll.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.pipeline.emit_all(self.rules.open())
-        self._rule_runner = RuleRunner(self.rules, self._emit_rule_output, self.config.rules.tick)
-        await self._rule_runner.start()
-
-    def _emit_rule_output(self, item) -> None:
-        self.pipeline.emit_all([item])
-
-    async def _stop_rules(self) -> None:
-        if self._rule_runner is not None:
-            await self._rule_runner.stop()
-            self._rule_runner = None
-        self.rules.close()
+        await self.edge.start(self.pipeline.emit_all)
 
     def _follow_maintenance(self, event: Event) -> None:
         """A device entering or leaving maintenance says so in its retained status at once,
@@ -199,19 +199,20 @@ class Gateway:
             applied = self.config.model_copy(update={
                 "profiles": config.profiles, "devices": config.devices, "bacnet": config.bacnet,
                 "rule_files": config.rule_files, "sla": config.sla, "rules": config.rules,
+                "energy": config.energy,
             })
             try:
-                # rules follow the new profiles and rule files; their state is on disk, so
-                # the new engine carries on where the old one stopped
-                rules = RuleEngine(applied, self.data_dir, clock=self._clock)
+                # rules and meters follow the new profiles and rule files; their state is on
+                # disk, so the new stages carry on where the old ones stopped
+                edge = EdgeStages(applied, self.data_dir, clock=self._clock)
             except ValueError:
                 await driver_set.close()
                 raise
             await self._stop_devices()
             self.config = applied
-            await self._stop_rules()
-            self.rules = self.pipeline.rules = rules
-            await self._start_rules()
+            await self.edge.stop()
+            self.edge = self.pipeline.rules = edge
+            await self._start_edge()
             self.catalog.devices.clear()  # sinks hold this catalog: update it in place
             self.catalog.devices.update(Catalog.from_config(self.config).devices)
             self.driver_set = driver_set
@@ -255,7 +256,7 @@ class Gateway:
             self._status_task.cancel()
             await asyncio.gather(self._status_task, return_exceptions=True)
         await _step("devices", self._stop_devices_locked(), until(3.0))
-        await _step("rules", self._stop_rules(), until(2.7))
+        await _step("rules and energy", self.edge.stop(), until(2.7))
         await _step("outbox flush", self.outbox.flush(), until(2.5))
         drain = until(1.5)
         await _step("drain", asyncio.gather(*(r.drain(drain) for r in self.runners)), drain)
@@ -297,10 +298,7 @@ class Gateway:
                 for device, health in self.health.items()
             },
             "sinks": [r.status() for r in self.runners],
-            "rules": self.rules.stats(),
-            "alarms": self.rules.alarms(active_only=True),
-            "tickets": self.rules.tickets(open_only=True),
-            "maintenance": self.rules.maintenance_modes(),
+            **self.edge.status(),
             "outbox": {
                 "committed_seq": self.outbox.stats.committed_seq,
                 "dropped_readings": self.outbox.stats.dropped_readings,
