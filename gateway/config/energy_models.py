@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from gateway.config.types import Identifier, Model, Text
+from gateway.config.types import Duration, Identifier, Model, Text
 
 Commodity = Literal["electricity", "water", "gas", "heat"]
 _UNIT_COMMODITY = {"kwh": "electricity", "mwh": "electricity", "wh": "electricity",
@@ -70,6 +70,9 @@ class MeterGroup(Model):
     members: list[str] = []
     loss_threshold: float = Field(default=0.08, ge=0, le=1)  # a fraction of the master's
     loss_days: int = Field(default=3, ge=1, le=90)  # days above the threshold before an alarm
+    # False: the loss is computed and in the ledger, but raises no alarm; for a master
+    # whose sub-meters cover only part of its load (the rest is unmetered, not lost).
+    loss_alarm: bool = True
 
     @model_validator(mode="after")
     def _has_meters(self) -> MeterGroup:
@@ -116,5 +119,5 @@ class EnergyConfig(Model):
     manual_meters: list[ManualMeter] = []
     night_window: ClockWindow = "02:00-04:00"  # local time; night minimum flow is measured here
     night_flow_threshold: float = Field(default=0.05, ge=0)  # m³/h, the site default for water
-    gap_estimate_after: float = Field(default=900.0, gt=0)  # seconds: a longer gap is estimated
+    gap_estimate_after: Duration = 900.0  # 15m: a longer gap between readings is estimated
     keep_days: int = Field(default=800, ge=40)  # raw counter readings kept for the ledger

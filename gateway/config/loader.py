@@ -16,6 +16,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from gateway.config.energy_loader import check_energy
 from gateway.config.errors import ConfigError, ConfigIssue, KeyPath, display_path
 from gateway.config.explain import describe, did_you_mean, explain
 from gateway.config.models import (
@@ -109,6 +110,8 @@ class _SiteLoader:
             self._rule_file(file)
         self._check_rules(site)
         if site is not None and site_doc is not None:
+            self.issues.extend(check_energy(site, site_doc, self.profiles, self.devices,
+                                            self.known_profiles, incomplete=self.incomplete))
             self._check_sink_names(site, site_doc)
             site = self._resolve_secrets(site, site_doc)
         elif site_doc is not None:
