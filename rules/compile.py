@@ -14,9 +14,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.config.energy_loader import (
+    group_meters,
+    profile_counters,
+    site_meters,
+    water_night_threshold,
+)
 from gateway.config.errors import ConfigIssue, KeyPath, display_path
 from gateway.config.models import Device, Profile, SiteConfig
-from gateway.config.rule_models import MaintenanceTask, Rule
+from gateway.config.rule_models import AlarmSpec, MaintenanceTask, Rule, TicketSpec
+from gateway.energy.points import MANUAL_POINT, group_points, meter_points
 from rules.alarms.message import check_template
 from rules.expression import Expression, ExpressionError, Source, compile_expression
 
@@ -73,6 +80,9 @@ class CompiledSite:
     rules: list[CompiledRule] = field(default_factory=list)
     plans: list[PlannedTask] = field(default_factory=list)
     issues: list[ConfigIssue] = field(default_factory=list)
+    # Generated energy rules left out because a written rule has their id on that device
+    # (the written one runs instead): "water_b1_main.night_leak: ..." for logs.
+    replaced: list[str] = field(default_factory=list)
 
     def derived_points(self) -> dict[str, list[CompiledRule]]:
         """device → its derive rules, in the order they are written."""
@@ -83,9 +93,18 @@ class CompiledSite:
         return out
 
 
+def energy_point_names(profile: Profile) -> set[str]:
+    """The points the energy stage adds to each device of a profile: rollups, their
+    estimated flags and (water) the night flow of every counter point."""
+    return {name for counter, commodity in profile_counters(profile).items()
+            for name in meter_points(counter, commodity)}
+
+
 def profile_point_names(profile: Profile) -> set[str]:
-    """What a profile rule may read: the profile's points and its derived points."""
-    return set(profile.points) | {r.id for r in profile.rules if r.derive is not None}
+    """What a profile rule may read: the profile's points, its derived points and the
+    energy stage's points of its counters."""
+    return (set(profile.points) | {r.id for r in profile.rules if r.derive is not None}
+            | energy_point_names(profile))
 
 
 def compile_rules(config: SiteConfig, locate: Locate | None = None, *,
@@ -105,10 +124,12 @@ def compile_rules(config: SiteConfig, locate: Locate | None = None, *,
         _profile(site, profile, [d for d in config.devices if d.profile == profile.id], where)
     site_rules = [(rule_file.source, index, rule) for rule_file in config.rule_files
                   for index, rule in enumerate(rule_file.rules)]
+    names = _Names.of(config, points)  # before site derived points join the map
     points.add_site_derived(site_rules)
-    names = _Names.of(config)
     for file, index, rule in site_rules:
         _site_rule(site, rule, index, file, points, names, where)
+    for rule, device, scope in energy_rules(config):  # after the written ones: they yield
+        _generated(site, rule, device, scope, points, names)
     planned = {(p.device, p.task.task) for p in site.plans}
     for rule_file in config.rule_files:
         for index, task in enumerate(rule_file.maintenance):
@@ -162,10 +183,14 @@ class _PointMap:
     """Every point a site rule may read, `device.point` → its device.
 
     Ids may contain dots, so the device of a full name is looked up, never split off.
+    `virtual` are the energy stage's devices that are not polled: meter groups (their
+    consumption and loss points) and manual meters (`reading` and its rollups). Site
+    rules may name them like devices; maintenance plans may not (nothing to maintain).
     """
 
     devices: dict[str, Device]
     owner: dict[str, str] = field(default_factory=dict)
+    virtual: dict[str, str] = field(default_factory=dict)  # id → "meter group", "manual meter"
 
     @classmethod
     def of(cls, config: SiteConfig) -> _PointMap:
@@ -174,14 +199,35 @@ class _PointMap:
             profile = config.profiles.get(device.profile)
             for point in profile_point_names(profile) if profile is not None else ():
                 points.owner[f"{device.id}.{point}"] = device.id
+        energy = getattr(config, "energy", None)
+        for manual in energy.manual_meters if energy is not None else ():
+            if manual.id in points.devices or manual.id in points.virtual:
+                continue  # the loader reports the clash
+            points.virtual[manual.id] = "manual meter"
+            for point in (MANUAL_POINT, *meter_points(MANUAL_POINT, manual.commodity)):
+                points.owner[f"{manual.id}.{point}"] = manual.id
+        for group in energy.groups if energy is not None else ():
+            if group.id in points.devices or group.id in points.virtual:
+                continue
+            points.virtual[group.id] = "meter group"
+            for point in group_points(group.master is not None, bool(group.members)):
+                points.owner[f"{group.id}.{point}"] = group.id
         return points
+
+    def known(self, device: str) -> bool:
+        """Whether site rules may name `device`: a device of the site, a group or a manual meter."""
+        return device in self.devices or device in self.virtual
+
+    def enabled(self, device: str) -> bool:
+        """Whether `device` has values: polled, or (groups, manual meters) always."""
+        return device in self.virtual or (device in self.devices and self.devices[device].enabled)
 
     def device_of(self, name: str) -> str | None:
         """The device a full point name belongs to; for a name not (yet) known, the
         longest device id it starts with."""
         if name in self.owner:
             return self.owner[name]
-        candidates = [d for d in self.devices if name.startswith(d + ".")]
+        candidates = [d for d in (*self.devices, *self.virtual) if name.startswith(d + ".")]
         return max(candidates, key=len) if candidates else None
 
     def of_device(self, device: str) -> set[str]:
@@ -197,7 +243,7 @@ class _PointMap:
             if rule.derive is None:
                 continue
             device = rule.device or self.first_device(rule)
-            if device is not None and device in self.devices:
+            if device is not None and self.known(device):
                 self.owner.setdefault(f"{device}.{rule.id}", device)
 
     def first_device(self, rule: Rule,
@@ -227,13 +273,16 @@ class _Names:
     points: set[str] = field(default_factory=set)  # `device.point` read from the device
 
     @classmethod
-    def of(cls, config: SiteConfig) -> _Names:
+    def of(cls, config: SiteConfig, points: _PointMap) -> _Names:
         names = cls()
+        # a group's or manual meter's points are the energy stage's: not to be derived
+        names.points |= {name for name, owner in points.owner.items() if owner in points.virtual}
         for device in config.devices:
             profile = config.profiles.get(device.profile)
             if profile is None:
                 continue
-            names.points |= {f"{device.id}.{point}" for point in profile.points}
+            names.points |= {f"{device.id}.{point}"
+                             for point in (*profile.points, *energy_point_names(profile))}
             for index, rule in enumerate(profile.rules):
                 names.rules.setdefault(f"{device.id}.{rule.id}",
                                        f"rules[{index}] of profile {profile.id}")
@@ -265,6 +314,10 @@ def _profile(site: CompiledSite, profile: Profile, devices: list[Device], where:
         if rule.derive is not None and rule.id in profile.points:
             where.issue(site, file, (*path, "id"), f"'{rule.id}' is already a point of this "
                         "profile; a derived point needs its own name")
+            continue
+        if rule.derive is not None and rule.id in energy_point_names(profile):
+            where.issue(site, file, (*path, "id"), f"'{rule.id}' is a point the energy stage "
+                        "adds to this profile's meters; a derived point needs its own name")
             continue
         if rule.device is not None:
             where.issue(site, file, (*path, "device"), "a profile rule runs for every device "
@@ -315,9 +368,9 @@ def _site_rule(site: CompiledSite, rule: Rule, index: int, file: str | None, poi
         where.issue(site, file, path, "a site rule names device.point in its condition, or "
                     "says which device its alarm belongs to with device:")
         return
-    if device not in points.devices:
-        where.issue(site, file, (*path, "device"),
-                    f"'{device}' is not a known device{_suggest(device, points.devices)}")
+    if not points.known(device):
+        where.issue(site, file, (*path, "device"), f"'{device}' is not a known device"
+                    f"{_suggest(device, [*points.devices, *points.virtual])}")
         return
     clash = names.clash(rule, device)
     if clash is not None:
@@ -331,9 +384,127 @@ def _site_rule(site: CompiledSite, rule: Rule, index: int, file: str | None, poi
     site.rules.append(_instance(rule, device, None, compiled, templates, f"{file} rules[{index}]"))
 
 
+# --- generated energy rules ---------------------------------------------------------------
+
+ENERGY_ORIGIN = "energy"
+_CATEGORIES = {"water": "water", "electricity": "power", "gas": "gas", "heat": "hvac"}
+_WHAT = {"water": "水", "electricity": "电", "gas": "气", "heat": "热"}
+DAY = 86400.0
+LATE_GRACE = 3600.0  # seconds a day's value may arrive late without being anticipated
+
+
+def loss_on_delay(days: int) -> float:
+    """The on-delay that makes `loss_rate_day > threshold` mean "for `days` days in a row".
+
+    The energy stage sends a day's loss rate once, when the day has ended, stamped at
+    the day's start (gateway/energy/stage.py): the condition holds from the first bad
+    day's start, and stays true while each next day's value is above the threshold. The
+    `days`-th bad day's value arrives `days` days after that start, just after its
+    midnight; the delay is that plus an hour's grace, so the alarm waits for the value
+    (a slow first poll, a restart around midnight) instead of anticipating it. A value
+    below the threshold arriving within the grace ends the delay: no alarm.
+    """
+    return days * DAY + LATE_GRACE
+
+
+def _template_text(text: str) -> str:
+    """Configured text (a group's name) put into a message template as itself."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _quoted(name: str) -> str:
+    """A point name as an expression writes it whatever characters the id has."""
+    return f"`{name}`"
+
+
+def energy_rules(config: SiteConfig) -> list[tuple[Rule, str, str | None]]:
+    """The rules the energy configuration implies, as (rule, device, scope).
+
+    Per group with a master and members: its daily loss rate above `loss_threshold` for
+    `loss_days` days raises `<group>.loss_rate` and a ticket. Per water meter (a device
+    whose profile has a water counter): the night's minimum flow above its threshold
+    raises `<meter>.night_leak` and a ticket. Scope is the device for the meter rules
+    (bare point names, as a profile rule), None for the group rules (full names).
+    """
+    energy = getattr(config, "energy", None)
+    if energy is None:
+        return []
+    meters = site_meters(config)
+    out: list[tuple[Rule, str, str | None]] = []
+    for group in energy.groups:
+        if group.master is None or not group.members or not group.loss_alarm:
+            continue
+        master, _members = group_meters(group, meters)
+        unit = (master.unit if master is not None else None) or ""
+        name = _template_text(group.name or group.id)
+        what = _WHAT.get(group.commodity, "")
+        days = f"连续 {group.loss_days} 天" if group.loss_days > 1 else "昨日"
+        message = (f"{name} 损耗率 {{loss_rate_day:.1%}} 超过 {group.loss_threshold * 100:g}% ({days}): "
+                   f"总表 {{consumption_day:.2f}} {unit}, 分表合计 {{members_day:.2f}} {unit}; "
+                   f"排查漏{what}与偷{what} (跑冒滴漏)")
+        out.append((Rule(
+            id="loss_rate", name=f"{group.name or group.id} 损耗率超标 loss rate above threshold",
+            device=group.id,
+            when=f"{_quoted(group.id + '.loss_rate_day')} > {group.loss_threshold!r}",
+            on_delay=loss_on_delay(group.loss_days),
+            alarm=AlarmSpec(severity="minor", message=message),
+            ticket=TicketSpec(category=_CATEGORIES.get(group.commodity, "general"),
+                              priority="normal", fault="loss",
+                              title=f"{group.name or group.id} 损耗率超标, 排查漏损"),
+        ), group.id, None))
+    water = [m for m in meters if not m.manual and m.commodity == "water" and m.enabled]
+    per_device: dict[str, int] = {}
+    for meter in water:
+        per_device[meter.device] = per_device.get(meter.device, 0) + 1
+    for meter in water:
+        # `night_leak`; `<counter>_night_leak` on the rare device with two water counters
+        rule_id = "night_leak" if per_device[meter.device] == 1 else f"{meter.point}_night_leak"
+        threshold = water_night_threshold(meter, config)
+        point = f"{meter.point}_night_flow"
+        message = (f"夜间最小流量 {{{point}:.3f}} m³/h 超过 {threshold:g} m³/h, "
+                   "疑似漏水 (跑冒滴漏), 请排查")
+        out.append((Rule(
+            id=rule_id, name="夜间最小流量偏高 night flow above threshold (leak)",
+            when=f"{_quoted(point)} > {threshold!r}",
+            alarm=AlarmSpec(severity="major", message=message),
+            ticket=TicketSpec(category="water", priority="normal", fault=rule_id,
+                              title="夜间最小流量偏高, 排查漏水"),
+        ), meter.device, meter.device))
+    return out
+
+
+def _generated(site: CompiledSite, rule: Rule, device: str, scope: str | None,
+               points: _PointMap, names: _Names) -> None:
+    """One generated rule compiled and added, unless a written rule already has its id on
+    that device: the site wrote its own (the example water meter profile's `night_leak`
+    watches the 24-hour minimum flow), and two alarms for one fault help nobody.
+
+    A generated rule's text is made here from validated numbers and ids, so a compile
+    error would be a bug: it goes to the issues like any other, never unnoticed.
+    """
+    owner = points.virtual.get(device) if scope is None else ("device" if device in points.devices else None)
+    if owner not in ("meter group", "device") or not points.enabled(device):
+        return  # a group id that clashes with a device's (the loader says so), a disabled meter
+    name = f"{device}.{rule.id}"
+    if name in names.rules:
+        why = f"{name}: the written rule ({names.rules[name]}) runs instead of the generated one"
+        site.replaced.append(why)
+        return
+    known = set(points.owner) if scope is None else points.of_device(device)
+    try:
+        compiled = tuple(compile_expression(text, known_points=known) if text is not None else None
+                         for text in (rule.when, rule.clear, rule.derive))
+        used = check_template(rule.alarm.message) if rule.alarm and rule.alarm.message else set()
+    except (ExpressionError, ValueError) as exc:
+        site.issues.append(ConfigIssue(None, None, None, (), f"generated rule {name}: {exc}"))
+        return
+    names.rules[name] = "generated from the energy configuration"
+    site.rules.append(_instance(rule, device, scope, compiled, frozenset(used), ENERGY_ORIGIN))
+
+
 def _all_enabled(points: _PointMap, devices: set[str | None]) -> bool:
     """Whether every device a site rule reads or belongs to is polled."""
-    return all(d is not None and points.devices[d].enabled for d in devices)
+    return all(d is not None and points.enabled(d) for d in devices)
 
 
 def _site_task(site: CompiledSite, task: MaintenanceTask, index: int, file: str | None,
@@ -376,6 +547,12 @@ def _site_device(site: CompiledSite, task: MaintenanceTask, path: KeyPath, file:
     if task.device is None:
         where.issue(site, file, path, "a site maintenance task names its device: (a device of "
                     "the site) or asset: (equipment the gateway does not poll, e.g. septic_tank_1)")
+        return None
+    if task.device in points.virtual:
+        where.issue(site, file, (*path, "device"), f"{task.device} is a "
+                    f"{points.virtual[task.device]}, not equipment: it has nothing to maintain"
+                    + ("; write asset: for the meter itself"
+                       if points.virtual[task.device] == "manual meter" else ""))
         return None
     if task.device not in points.devices:
         where.issue(site, file, (*path, "device"), f"'{task.device}' is not a known device"

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import structlog
+
 from gateway.batch import Batch, Event, Quality
 from gateway.config.models import SiteConfig
 from rules.alarms import Alarm, AlarmEvent, AlarmState, EventType
@@ -37,6 +39,8 @@ from rules.expression import History
 from rules.tickets import Schedule, TicketBook, TicketEvent
 from rules.tickets.model import FINAL
 
+log = structlog.get_logger(__name__)
+
 COUNTERS_EVERY = 60.0  # seconds of ticks between two saves of the counters
 
 Output = list[Batch | Event]
@@ -51,6 +55,8 @@ class RuleEngine(Commands, Views):
         if site.issues:
             raise ValueError("the rules do not compile (was the configuration validated?):\n"
                              + "\n".join(f"  {issue}" for issue in site.issues))
+        for why in site.replaced:  # a written rule took a generated rule's id
+            log.info("generated rule not run", why=why)
         self.config = config
         self.data_dir = Path(data_dir)
         self.clock = clock
