@@ -414,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_ops(sub, add)
 
+    from gateway.energy.ledger_cli import register as register_energy  # meters, ledger
+
+    register_energy(sub, add)
+
     discover = sub.add_parser("discover", help="find devices and write their device maps",
                               description="Who-Is, read each device's objects, print them; "
                                           "--write makes profiles and device files")

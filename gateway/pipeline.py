@@ -44,6 +44,11 @@ class Pipeline:
             else:
                 self.emit_event(item)
 
+    def emit_measured(self, items: list[Batch | Event]) -> None:
+        """What a measuring stage produced outside a poll (a manual meter reading, a meter
+        swap): its batches are evaluated by the rules like any reading."""
+        self.emit_all(self.rules.evaluate(items))
+
     def _store(self, batch: Batch) -> None:
         self.batches += 1
         self.latest[(batch.device, batch.points)] = batch

@@ -15,9 +15,16 @@ from gateway.batch import Batch, Event
 class RulesStage(Protocol):
     def process(self, batch: Batch) -> list[Batch | Event]: ...
 
+    def evaluate(self, items: list[Batch | Event]) -> list[Batch | Event]:
+        """`items` with what their batches cause in the rules, in order."""
+        ...
+
 
 class PassThrough:
     """No rules: batches go straight to the outbox and cause nothing."""
 
     def process(self, batch: Batch) -> list[Batch | Event]:
         return []
+
+    def evaluate(self, items: list[Batch | Event]) -> list[Batch | Event]:
+        return list(items)

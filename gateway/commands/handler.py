@@ -2,7 +2,9 @@
 
 Device commands act on drivers; rule commands (alarms, tickets, maintenance mode) are
 handed to the rule engine, and the events it returns go into the outbox through the
-pipeline, so an acknowledgement reaches the platform the way a raised alarm does.
+pipeline, so an acknowledgement reaches the platform the way a raised alarm does. Meter
+commands (a reading by hand, a meter swap, a handover snapshot) go to the energy stage,
+whose readings and events take the same way out.
 
 Commands run one at a time in the order they arrive: two writes to one point land in
 the order the platform sent them, a write never races a reload, and the audit log's
@@ -23,7 +25,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from drivers.base import Driver, DriverError
-from gateway.batch import Event
+from gateway.batch import Batch, Event
 from gateway.commands.audit import AuditEntry, AuditLog, iso_now
 from gateway.commands.authorise import Refused, known, shelve_until, writable_driver
 from gateway.commands.models import (
@@ -32,6 +34,10 @@ from gateway.commands.models import (
     AnyCommand,
     DeviceStatusCommand,
     MaintenanceCommand,
+    MeterCommand,
+    MeterReadingCommand,
+    MeterReplaceCommand,
+    MeterSnapshotCommand,
     Rejected,
     ReloadCommand,
     Reply,
@@ -83,10 +89,28 @@ class RuleCommands(Protocol):
     def tickets(self) -> list[dict[str, Any]]: ...
 
 
+class EnergyCommands(Protocol):
+    """The energy stage as commands use it (gateway/energy/stage.py `EnergyStage`).
+
+    A refusal is a ValueError whose text is written for the operator; `at` is epoch
+    seconds, None for now.
+    """
+
+    def manual_reading(self, meter: str, value: float, by: str, *, point: str | None = None,
+                       at: float | None = None) -> list[Batch | Event]: ...
+
+    def replace_meter(self, meter: str, old_final: float, new_initial: float, by: str, *,
+                      point: str | None = None, at: float | None = None) -> list[Event]: ...
+
+    def snapshot(self, household: str, by: str, at: float | None = None) -> dict[str, Any]: ...
+
+
 class EventSink(Protocol):
     """Where the engine's events go: the pipeline (gateway/pipeline.py), into the outbox."""
 
     def emit_event(self, event: Event) -> None: ...
+
+    def emit_measured(self, items: list[Batch | Event]) -> None: ...
 
 
 class CommandTarget(Protocol):
@@ -246,6 +270,8 @@ class CommandHandler:
                 return self._device_status(command)
             if isinstance(command, ReloadCommand):
                 return await self._reload()
+            if isinstance(command, MeterReadingCommand | MeterReplaceCommand | MeterSnapshotCommand):
+                return self._meter_command(command, who)
             return self._rule_command(command, who)
         except Refused as exc:
             return Outcome("refused", str(exc))
@@ -358,6 +384,39 @@ class CommandHandler:
                         request_id=command.id, type=command.type, error=repr(exc))
             return None
 
+    def _meter_command(self, command: MeterCommand, who: str) -> Outcome:
+        """Hand a reading, a swap or a snapshot to the energy stage; its output goes out.
+
+        On the event loop like every poll the stage takes, so an entry never interleaves
+        with a reading of the same meter; the readings and rollups it returns enter the
+        outbox (history, InfluxDB, upstream) like polled ones.
+        """
+        if self._audit_error is not None:
+            raise Refused(f"meter entries are refused while the audit log cannot be written "
+                          f"({self._audit_error})")
+        energy: EnergyCommands | None = getattr(self.target, "energy", None)
+        if energy is None:
+            raise Refused("energy is not running on this gateway: no meter entries can be kept")
+        try:
+            if isinstance(command, MeterSnapshotCommand):
+                snapshot = energy.snapshot(command.household, who)
+                readings = [{"meter": m.get("meter"), "point": m.get("point"),
+                             "reading": m.get("reading")} for m in snapshot.get("meters", [])]
+                # the audit log keeps the readings too: a handover record must be traceable
+                return Outcome("accepted", result=_snapshot_result(snapshot),
+                               value={"meters": readings})
+            if isinstance(command, MeterReadingCommand):
+                items: list[Batch | Event] = energy.manual_reading(
+                    command.meter, command.value, who, point=command.point, at=command.at)
+            else:
+                items = list(energy.replace_meter(command.meter, command.old_final,
+                                                  command.new_initial, who,
+                                                  point=command.point, at=command.at))
+        except ValueError as exc:  # the stage's refusals: unknown meter, a reading going back
+            raise Refused(str(exc)) from None
+        self.target.pipeline.emit_measured(items)  # the rules see a manual reading's rollups
+        return Outcome("accepted", result=_meter_result(command, items))
+
     async def _audit(self, entry: AuditEntry) -> None:
         try:
             await asyncio.to_thread(self.audit.append, entry)
@@ -378,6 +437,10 @@ class CommandHandler:
             return command.ticket
         if isinstance(command, ReloadCommand):
             return str(self.target.config.source or "config")
+        if isinstance(command, MeterSnapshotCommand):
+            return command.household
+        if isinstance(command, MeterReadingCommand | MeterReplaceCommand):
+            return command.meter if command.point is None else f"{command.meter}.{command.point}"
         return command.alarm
 
 
@@ -408,10 +471,12 @@ def _audited_value(command: AnyCommand) -> Any:
         return command.value
     if isinstance(command, DeviceStatusCommand | ReloadCommand):
         return None
-    skip = {"id", "type", "by", "alarm", "ticket", "device"}
+    skip = {"id", "type", "by", "alarm", "ticket", "device", "meter", "point", "household"}
     fields = command.model_dump(by_alias=True, exclude_none=True, exclude=skip)
     if isinstance(command, ShelveAlarmCommand) and command.until is not None:
         fields["until"] = iso_utc(command.until)
+    if isinstance(command, MeterReadingCommand | MeterReplaceCommand) and command.at is not None:
+        fields["at"] = iso_utc(command.at)
     return {k: v for k, v in fields.items() if v != ""} or None
 
 
@@ -432,6 +497,36 @@ def _maintenance_state(command: MaintenanceCommand, events: list[Event]) -> dict
         if event.type == "maintenance" and event.device == command.device:
             return {"device": command.device, **event.body}
     return {"device": command.device, "maintenance": command.on}
+
+
+def _meter_result(command: MeterReadingCommand | MeterReplaceCommand,
+                  items: list[Batch | Event]) -> dict[str, Any]:
+    """What a reading or swap did: the meter, the counter and the value entered, with the
+    replacement's event (what was credited, the total now) when there is one."""
+    result: dict[str, Any] = {"meter": command.meter}
+    for item in items:
+        if isinstance(item, Batch) and item.device == command.meter and len(item.points) == 1:
+            result.update(point=item.points[0], value=item.values[0], at=iso_utc(item.ts))
+            break
+    for item in items:
+        if isinstance(item, Event) and item.type == "meter_event" and item.device == command.meter:
+            body = {k: v for k, v in item.body.items() if k != "ts"}
+            result.update(body, at=iso_utc(item.ts))
+    if isinstance(command, MeterReadingCommand):
+        result.setdefault("value", command.value)
+    if command.point is not None:
+        result.setdefault("point", command.point)
+    return result
+
+
+def _snapshot_result(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A handover snapshot with its times as ISO-8601 (the reply and audit speak JSON)."""
+    meters = [{**m, "at": iso_utc(m["at"]) if m.get("at") is not None else None}
+              for m in snapshot.get("meters", [])]
+    out = {**snapshot, "meters": meters}
+    if isinstance(snapshot.get("ts"), int | float):
+        out["ts"] = iso_utc(snapshot["ts"])
+    return out
 
 
 def _load_site(path: Any) -> SiteConfig:

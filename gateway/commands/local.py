@@ -12,8 +12,9 @@ request, in order, on one connection. A request is either
   docs/commands.md): it runs through the one `CommandHandler`, so it is authorised,
   serialised with the platform's commands and audited like them; the reply is the
   command's reply (`{"id", "ok", "error"?, "result"?, "ts"}`), or
-- a read-only query, `{"query": "alarms"|"tickets"|"maintenance"|"status", "all": bool}`,
-  answered from the running gateway: `{"ok": true, "result": {...}}`.
+- a read-only query, `{"query": "alarms"|"tickets"|"maintenance"|"status"|"meters",
+  "all": bool}`, answered from the running gateway: `{"ok": true, "result": {...}}`
+  (`meters`: every counter with its latest reading, from the energy stage).
 
 Anything else (malformed JSON, a line over 64 KiB, a query that is not one) gets
 `{"ok": false, "error": "..."}` and the connection keeps serving.
@@ -47,7 +48,7 @@ CONTROL_SOCKET = "control.sock"
 MAX_LINE = MAX_PAYLOAD  # bytes in one request line, its newline not counted
 MAX_CLIENTS = 16  # connections served at once; the CLI opens one per invocation
 SOCKET_MODE = 0o660
-QUERIES = ("alarms", "tickets", "maintenance", "status")
+QUERIES = ("alarms", "tickets", "maintenance", "status", "meters")
 QUERY_FIELDS = ("query", "all", "id")
 MAX_UNIX_PATH = 107  # bytes: sun_path is 108 including its terminating NUL on Linux
 
@@ -233,7 +234,10 @@ class LocalControl:
         if not isinstance(everything, bool):
             return _error("all must be true or false")
         rules = getattr(self.gateway, "rules", None)
-        if kind != "status" and rules is None:
+        energy = getattr(self.gateway, "energy", None)
+        if kind == "meters" and energy is None:
+            return _error("energy is not running on this gateway; there are no meters to show")
+        if kind not in ("status", "meters") and rules is None:
             return _error("the rule engine is not running on this gateway; "
                           "there are no alarms, tickets or maintenance modes to show")
         try:
@@ -243,6 +247,8 @@ class LocalControl:
                 result = {"tickets": rules.tickets(open_only=not everything)}
             elif kind == "maintenance":
                 result = {"maintenance": rules.maintenance_modes()}
+            elif kind == "meters":
+                result = {"meters": energy.meters()}
             else:
                 result = dict(self.gateway.status())
         except Exception as exc:  # a view that fails costs this answer, never the daemon

@@ -3,7 +3,9 @@ that turns a payload into one command or a refusal that says why.
 
 Device commands (write, device_status, reload) act on drivers and the configuration;
 rule commands (ack_alarm, shelve_alarm, unshelve_alarm, alarm_service, update_ticket,
-maintenance) act on the rule engine's alarms and tickets.
+maintenance) act on the rule engine's alarms and tickets; meter commands (meter_reading,
+meter_replace, meter_snapshot) enter what only a person can see on a meter's dial into
+the energy stage (docs/energy.md).
 
 Parsing never raises: a payload from the network is judged, not trusted. Every model
 forbids unknown fields, so a platform that misspells `value` hears about it instead of
@@ -44,7 +46,9 @@ DEVICE_COMMANDS = ("write", "device_status", "reload")
 RULE_COMMANDS = (
     "ack_alarm", "shelve_alarm", "unshelve_alarm", "alarm_service", "update_ticket", "maintenance",
 )
-COMMAND_TYPES = DEVICE_COMMANDS + RULE_COMMANDS
+# Readings taken by hand, meter swaps, handover snapshots: the energy stage's entries.
+METER_COMMANDS = ("meter_reading", "meter_replace", "meter_snapshot")
+COMMAND_TYPES = DEVICE_COMMANDS + RULE_COMMANDS + METER_COMMANDS
 SHELVE_MAX = 7 * 86400.0  # seconds; longer than a week is out of service, not shelved
 TICKET_STEPS = ("dispatch", "arrive", "progress", "resolve", "follow_up", "close", "cancel", "note")
 
@@ -58,6 +62,7 @@ Value = StrictBool | StrictInt | StrictFloat | StrictStr
 AlarmId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)]
 TicketId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
 Text = Annotated[StrictStr, StringConstraints(max_length=2000)]  # comments, reasons, notes
+Household = Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]  # 3-2-1201
 
 
 def _duration(value: Any) -> float:
@@ -227,9 +232,59 @@ class MaintenanceCommand(_Command):
         return self
 
 
+def _reading(value: Any) -> Any:
+    """A meter reading: a finite number, never negative (a dial does not read below 0).
+
+    JSON has no NaN, but Python's parser accepts it; true and "12.5" are refused rather
+    than read as 1 and 12.5: a reading is typed on a form, and a form sends a number.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number, the reading on the meter's dial")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{value!r} is not a reading; a meter reads a finite number, at least 0")
+    return float(value)
+
+
+Reading = Annotated[float, BeforeValidator(_reading)]
+
+
+class MeterReadingCommand(_Command):
+    """A reading taken by hand: a meter with no network, or a check of one that has.
+
+    `point` names the counter when the meter has several (energy_import, energy_export);
+    `at` is when it was read (default: now). Stored with source `manual` and `by`.
+    """
+
+    type: Literal["meter_reading"]
+    meter: Name
+    value: Reading
+    point: Name | None = None
+    at: IsoTime | None = None
+
+
+class MeterReplaceCommand(_Command):
+    """A meter swapped: the old one's final reading and the new one's first, so the
+    totals, the rollups and the ledger stay continuous across the swap."""
+
+    type: Literal["meter_replace"]
+    meter: Name
+    old_final: Reading
+    new_initial: Reading
+    point: Name | None = None
+    at: IsoTime | None = None
+
+
+class MeterSnapshotCommand(_Command):
+    """A handover (move-in, 交房) record: every meter serving the household, read now."""
+
+    type: Literal["meter_snapshot"]
+    household: Household
+
+
+MeterCommand = MeterReadingCommand | MeterReplaceCommand | MeterSnapshotCommand
 AlarmCommand = AckAlarmCommand | ShelveAlarmCommand | UnshelveAlarmCommand | AlarmServiceCommand
 RuleCommand = AlarmCommand | UpdateTicketCommand | MaintenanceCommand
-AnyCommand = WriteCommand | DeviceStatusCommand | ReloadCommand | RuleCommand
+AnyCommand = WriteCommand | DeviceStatusCommand | ReloadCommand | RuleCommand | MeterCommand
 Command = Annotated[AnyCommand, Field(discriminator="type")]
 _COMMAND: TypeAdapter[AnyCommand] = TypeAdapter(Command)
 MODELS: dict[str, type[_Command]] = {
@@ -237,6 +292,8 @@ MODELS: dict[str, type[_Command]] = {
     "ack_alarm": AckAlarmCommand, "shelve_alarm": ShelveAlarmCommand,
     "unshelve_alarm": UnshelveAlarmCommand, "alarm_service": AlarmServiceCommand,
     "update_ticket": UpdateTicketCommand, "maintenance": MaintenanceCommand,
+    "meter_reading": MeterReadingCommand, "meter_replace": MeterReplaceCommand,
+    "meter_snapshot": MeterSnapshotCommand,
 }
 
 
