@@ -27,6 +27,8 @@ scenarios (--scenario KIND[@WHEN]:DEVICE, repeatable; WHEN is real time after st
   sump_high        sump: inflow beyond both pumps, the level climbs to the high float
   door_forced      door IO or access controller: door open without a lock release
   meter_silent     any meter: connections accepted, nothing answered
+  water_leak       water main: a constant leak only the main counts (its sub-meters do
+                   not): the group's loss rate climbs, the night minimum flow rises
   fan_fail         AHU (BACnet): fan commanded on, status stays off, alarm state 风机故障
   filter_clogged   AHU: filter differential pressure climbs past 250 Pa
   supply_drift     AHU or heat-exchange station: supply temperature drifts off setpoint

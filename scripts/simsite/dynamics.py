@@ -21,7 +21,7 @@ from simsite.models import MODELS, Model, SimTime
 COMM_FAULTS = ("stop_answering", "silent", "exception")
 # meter_silent: a meter drops off its bus (the server holds requests, like `silent`).
 FAULTS = (
-    *COMM_FAULTS, "meter_silent", "pump_trip", "low_pressure", "elevator_stuck", "fire_alarm",
+    *COMM_FAULTS, "meter_silent", "water_leak", "pump_trip", "low_pressure", "elevator_stuck", "fire_alarm",
     "sump_high", "door_forced", "fan_fail", "filter_clogged", "supply_drift",
     # MQTT equipment (simsite/mqtt): its own scenarios, then the firmware's and radio's
     "door_held", "card_denied_burst", "emergency_call", "lift_trapped",

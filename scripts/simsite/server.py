@@ -155,6 +155,40 @@ class SimulatedDevice:
         return None
 
 
+def link_meters(config: SiteConfig, devices: dict[str, SimulatedDevice]) -> set[str]:
+    """Make each simulated water main feed its group's simulated sub-meters (site.yaml
+    `energy.groups`), so the main counts the sub-meters' sum plus the common area and a
+    small loss, as a real building's would; return the ids of the sub-meters now fed.
+
+    Groups whose meters are not all simulated water meters here (a test serving part of
+    the site, electricity) are left alone: each meter then runs on its own.
+    """
+    from gateway.config.energy_loader import group_meters, site_meters
+    from simsite.models.meters import WaterMeter
+
+    def water_model(device_id: str) -> WaterMeter | None:
+        sim = devices.get(device_id)
+        known = getattr(getattr(sim, "model", None), "known", None)
+        return known if isinstance(known, WaterMeter) else None
+
+    meters = site_meters(config)
+    fed: set[str] = set()
+    for group in config.energy.groups:
+        master, members = group_meters(group, meters)
+        if group.commodity != "water" or master is None or not members:
+            continue
+        main = water_model(master.device)
+        subs = [water_model(m.device) for m in members]
+        if main is None or main.subs or any(s is None or s.fed for s in subs):
+            continue
+        weights = [main.rng.uniform(0.8, 1.2) for _ in subs]
+        main.feed([(sub, w / sum(weights)) for sub, w in zip(subs, weights, strict=True) if sub])
+        fed |= {m.device for m in members}
+        log.info("simulated water main feeds its sub-meters", main=master.device,
+                 subs=[m.device for m in members])
+    return fed
+
+
 class SimulatedSite:
     """Every device of a site, served over Modbus TCP and moving on a shared simulated clock.
 
@@ -201,6 +235,9 @@ class SimulatedSite:
         self._task: asyncio.Task[None] | None = None
         self._host = host
         self.brokers: list[Any] = []  # embedded MQTT brokers (simsite.mqtt.broker), if any
+        fed = link_meters(config, self.devices)
+        # a main moves its sub-meters in its own step: it steps first, they merge after
+        self._order = sorted(self.devices, key=lambda device_id: device_id in fed)
 
     async def start(self) -> None:
         """Serve every device; raise if a port cannot be bound."""
@@ -245,7 +282,8 @@ class SimulatedSite:
         """Move the simulation on by `real_seconds` of wall-clock time, now (ticks call this too)."""
         dt = self.clock.advance(real_seconds)
         now = self.clock.time
-        for sim in self.devices.values():
+        for device_id in self._order:
+            sim = self.devices[device_id]
             sim.model.step(dt, now)
             sim.refresh()
 
@@ -295,6 +333,10 @@ class SimulatedSite:
         if not sim.serving:
             await sim.start()
         log.info("faults cleared", device=device_id)
+
+    def truth(self, device_id: str) -> float:
+        """A water meter's exact simulated volume (m³, before the pulses round it down)."""
+        return float(self._device(device_id).model.known.volume)
 
     def _device(self, device_id: str) -> SimulatedDevice:
         try:

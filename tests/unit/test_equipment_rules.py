@@ -932,17 +932,6 @@ def _building_flow(ts: float, leak: float = 0.0) -> float:
     return round(0.35 + day + leak, 2)
 
 
-def _water_day(site: Site, hours: float, leak: float = 0.0, every: float = 5 * MINUTE) -> None:
-    end = site.now + hours * HOUR
-    volume = 52345.67
-    while site.now < end:
-        flow = _building_flow(site.now, leak)
-        site.read("water_b1_main", total_volume=round(volume, 2), flow_rate=flow,
-                  wire_break=False, magnetic_tamper=False)
-        volume += flow * every / HOUR
-        site.wait(every, step=every)
-
-
 @pins("water_meter", "meter_silent")
 def test_a_silent_water_meter_raises_a_minor_alarm_and_a_normal_water_ticket(site):
     site.read("water_b1_main", total_volume=52345.67, flow_rate=1.2)
@@ -953,25 +942,6 @@ def test_a_silent_water_meter_raises_a_minor_alarm_and_a_normal_water_ticket(sit
     assert_alarm(site, "water_b1_main.meter_silent", "minor", "最后读数 52345.67 m³")
     assert_ticket(site, "water_b1_main", "meter_silent", opened=last + 5 * MINUTE + 10 + 2 * MINUTE,
                   due_in=30 * MINUTE, priority="normal", category="water")
-
-
-@pins("water_meter", "night_leak")
-def test_a_building_whose_night_flow_never_falls_to_its_baseline_is_leaking(site):
-    _water_day(site, 26, leak=0.3)  # 0.3 m³/h more, day and night: the night minimum is 0.65
-    raised = assert_alarm(site, "water_b1_main.night_leak", "minor", "夜间最小流量", "跑冒滴漏")
-    assert raised  # raised once a whole day of history is there: not at the first readings
-    raised_at = datetime.fromisoformat(site.engine.alarm("water_b1_main.night_leak")["raised_at"])
-    assert raised_at.timestamp() >= START + 23 * HOUR
-    assert_ticket(site, "water_b1_main", "night_leak", opened=raised_at.timestamp(),
-                  due_in=30 * MINUTE, priority="normal", category="water")
-
-
-@pins("water_meter", "night_leak")
-def test_a_building_at_its_usual_night_minimum_or_just_started_in_the_day_is_not_leaking(site):
-    _water_day(site, 8)  # from 10:00: a day without a night yet, every reading above 0.5
-    assert site.alarm_events("water_b1_main.night_leak") == []
-    _water_day(site, 30)  # the night's minimum is the baseline 0.35 m³/h
-    assert site.alarm_events("water_b1_main.night_leak") == []
 
 
 @pins("water_meter", "wire_break")
@@ -1074,8 +1044,9 @@ def test_the_site_rule_file_is_read_with_the_site(config):
 
 def _shipped(config: SiteConfig) -> set[tuple[str, str]]:
     profile_of = {device.id: device.profile for device in config.devices}
+    # rules the energy stage generates (loss rates, night leaks) are tested in test_energy_rules.py
     return {(profile_of[rule.device] if rule.scope is not None else SITE_RULES_KEY, rule.rule.id)
-            for rule in compile_rules(config).rules}
+            for rule in compile_rules(config).rules if rule.origin != "energy"}
 
 
 def test_every_shipped_rule_has_a_test_here(config):
