@@ -299,6 +299,7 @@ class Gateway:
             },
             "sinks": [r.status() for r in self.runners],
             **self.edge.status(),
+            "stage_errors": self.pipeline.stage_errors,  # batches the edge stages failed on
             "outbox": {
                 "committed_seq": self.outbox.stats.committed_seq,
                 "dropped_readings": self.outbox.stats.dropped_readings,
@@ -316,6 +317,8 @@ class Gateway:
                 await asyncio.to_thread(_replace_file, path, text)
             except OSError as exc:
                 log.warning("could not write the status file", path=str(path), error=str(exc))
+            except Exception as exc:  # a bug in a view must not stop the file for good
+                log.exception("could not build the status", error=repr(exc))
             await asyncio.sleep(every)
 
 

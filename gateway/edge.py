@@ -63,10 +63,15 @@ class EdgeStages:
         return out
 
     async def start(self, emit: Emit) -> None:
-        """Restore both stages (what ran out while down is emitted now), then run their timers."""
+        """Restore both stages (what ran out while down is emitted now), then run their timers.
+
+        The engine opens before the energy stage's restored outputs (a night window or a
+        group period that ended while down) are evaluated: the rules need their state.
+        """
         self._emit = emit
-        emit(self.evaluate(self.energy.open()))
+        measured = self.energy.open()
         emit(self.rules.open())
+        emit(self.evaluate(measured))
         self._runner = RuleRunner(self.rules, lambda item: emit([item]), self._tick)
         await self._runner.start()
         self._energy_task = asyncio.create_task(self._energy_forever(), name="energy")
@@ -90,8 +95,12 @@ class EdgeStages:
         if self._runner is not None:
             await self._runner.stop()
             self._runner = None
-        self.energy.close()
-        self.rules.close()
+        for stage in (self.energy, self.rules):  # one failing to close must not keep the other open
+            try:
+                stage.close()
+            except Exception as exc:
+                log.exception("closing a stage failed", stage=type(stage).__name__,
+                              error=repr(exc))
 
     def status(self) -> dict[str, object]:
         """What `gateway status` shows of the rules and the meters."""

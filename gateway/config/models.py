@@ -234,8 +234,8 @@ class ModbusPoint(Model):
     description: str | None = None
     writable: bool = False
     poll_group: Identifier | None = None  # None: the device's poll_interval
-    report: ReportPolicy | None = None
-    counter: CounterMark = None  # a cumulative counter (kWh, m³): consumption, rollups, ledger  # upstream report by exception; None: the site default
+    report: ReportPolicy | None = None  # upstream report by exception; None: the site default
+    counter: CounterMark = None  # a cumulative counter (kWh, m³): consumption, rollups, ledger
 
     @model_validator(mode="before")
     @classmethod

@@ -25,6 +25,7 @@ Not thread-safe: the daemon calls it from its event loop only.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,11 +42,12 @@ from gateway.energy.meters import Counter, build_counters
 from gateway.energy.night import NightResult
 from gateway.energy.periods import NOMINAL, Calendar
 from gateway.energy.points import PERIODS, estimated_point, night_flow_point, rollup_point
-from gateway.energy.store import FILE, KEEP_EVERY, EnergyStore
+from gateway.energy.store import FILE, KEEP_EVERY, EnergyStore, Writes
 
 log = structlog.get_logger(__name__)
 
 PRUNE_EVERY = 86400.0
+LOG_EVERY = 60.0  # seconds between two log lines about energy.db refusing a write
 _MESSAGES = {
     RESET: "counter went back from {previous} to {raw}: meter reset or replaced; "
            "not counted (record the replacement to keep the totals)",
@@ -74,6 +76,8 @@ class EnergyStage(Entries):
         self._store: EnergyStore | None = None
         self._backlog: Output = []  # what a replacement closed, sent with the next call
         self._pruned: float | None = None
+        self._unsaved: Writes | None = None  # a commit that failed, retried with the next
+        self._store_logged: float | None = None
         self.counts: dict[str, int] = {}
 
     # -- life cycle ----------------------------------------------------------------------
@@ -110,7 +114,12 @@ class EnergyStage(Entries):
                 call.writes.reading(c.device, c.point, t.last_ts, t.last_raw, t.total)
                 c.last_kept = True
             call.writes.states[c.key] = c.snapshot()
-        self._store.commit(call.writes)
+        self._commit(call.writes)
+        if self._unsaved is not None:
+            log.error("energy state not saved at stop; the next start counts from the last "
+                      "state saved", readings=len(self._unsaved.readings),
+                      rollups=len(self._unsaved.rollups))
+            self._unsaved = None
         self._store.close()
         self._store = None
 
@@ -240,7 +249,7 @@ class EnergyStage(Entries):
         """Write the call's changes in one transaction; outputs in order."""
         for r in call.groups:
             call.writes.group_rollup(r)
-        pruned = self._store_open().commit(call.writes)
+        pruned = self._commit(call.writes)
         if pruned:
             log.info("old counter readings removed", readings=pruned,
                      keep_days=self.config.energy.keep_days)
@@ -251,6 +260,28 @@ class EnergyStage(Entries):
         if backlog and self._backlog:
             items = [*self._drain(), *items]
         return items
+
+    def _commit(self, writes: Writes) -> int:
+        """Commit `writes` after any that failed before; a failure (a full disk, a locked
+        file) is counted, logged at most once a minute and kept for the next call, so the
+        stage carries on in memory and the ledger gets its rows once the disk takes them."""
+        store = self._store_open()
+        if self._unsaved is not None:
+            writes = self._unsaved.then(writes)
+        try:
+            pruned = store.commit(writes)
+        except sqlite3.Error as exc:
+            self._unsaved = writes
+            self._count("store_errors")
+            now = time.monotonic()
+            if self._store_logged is None or not 0 <= now - self._store_logged < LOG_EVERY:
+                self._store_logged = now
+                log.error("energy.db not written; will retry", error=str(exc),
+                          readings=len(writes.readings), rollups=len(writes.rollups),
+                          failures=self.counts["store_errors"])
+            return 0
+        self._unsaved = None
+        return pruned
 
     def _drain(self) -> Output:
         items, self._backlog = self._backlog, []

@@ -102,6 +102,20 @@ class Writes:
                     self.replacements, self.snapshots, self.events)) or \
             self.prune_before is not None
 
+    def then(self, later: Writes) -> Writes:
+        """These writes followed by `later`'s, as one (in place): a call whose commit failed
+        is written with the next call's (a counter's newer state replaces its older one)."""
+        self.readings += later.readings
+        self.states.update(later.states)
+        self.rollups += later.rollups
+        self.group_rollups += later.group_rollups
+        self.replacements += later.replacements
+        self.snapshots += later.snapshots
+        self.events += later.events
+        prune = [p for p in (self.prune_before, later.prune_before) if p is not None]
+        self.prune_before = max(prune, default=None)
+        return self
+
     def reading(self, device: str, point: str, ts: float, raw: float, total: float, *,
                 source: str = "poll", by: str | None = None, flags: Iterable[str] = ()) -> None:
         self.readings.append((device, point, ts, raw, total, source, by,

@@ -85,7 +85,8 @@ class RuleEngine(Commands, Views):
         """Restore everything saved, then tick: what ran out while down happens now."""
         stores = self._stores = EngineStores(self.data_dir)
         state = stores.state
-        gone = self.alarm_set.restore(stores.alarms.load(), state.load(DEBOUNCER), state.load(SLA_ALARM))
+        saved = stores.alarms.load()
+        gone = self.alarm_set.restore(saved, state.load(DEBOUNCER), state.load(SLA_ALARM))
         stores.forget(gone)
         stores.tickets.load_into(self.book, self.schedule)
         stores.loaded_schedule(self.schedule)
@@ -97,6 +98,9 @@ class RuleEngine(Commands, Views):
         stores.replace(DEBOUNCER, {i: a.snapshot() for i, a in self.alarm_set.debouncers.items()})
         now = self.clock()
         out = Call(now)
+        # an alarm whose rule is gone and that was not closed is still retained upstream
+        out.events.extend(events.alarm_removed(alarm_id, now) for alarm_id in gone
+                          if _shown(saved[alarm_id]))
         for device in self.alarm_set.devices():  # rules added or saved states out of step
             on = device in self.maintenance
             for alarm in self.alarm_set.of_device(device):
@@ -218,16 +222,21 @@ class RuleEngine(Commands, Views):
                 self._raised(out, alarm, event, hidden)
 
     def _raised(self, out: Call, alarm: Alarm, event: AlarmEvent, hidden: bool) -> None:
+        # A reading stamped in the past (a night's minimum flow, a day's rollup: stamped at
+        # their period's start) raises at its stamp, but people learn of it now: the flood
+        # counts it now, and the ticket's SLA clocks start now (else born breached).
+        known = max(event.ts, self.clock())
         if not hidden:
-            self.flood.raised(event.ts)
+            self.flood.raised(known)
         rule = self.alarm_set.rules.get(alarm.id)
         if rule is not None and rule.rule.ticket is not None:
             request = ticket_request(rule, self.device_names.get(rule.device, rule.device),
                                      with_alarm=not hidden)
-            self._ticket_events(out, self.book.open(request, event.ts)[1])
+            self._ticket_events(out, self.book.open(request, known)[1])
 
     def _check_flood(self, out: Call) -> None:
-        event = self.flood.check(out.now)
+        # never at a past stamp: an hour's rollup would end a flood still going on
+        event = self.flood.check(max(out.now, self.clock()))
         if event is not None:
             out.events.append(event)
 
@@ -304,3 +313,9 @@ class RuleEngine(Commands, Views):
         if self._stores is None:
             raise RuntimeError("the rule engine is not open: call open() first")
         return self._stores
+
+
+def _shown(snapshot: dict) -> bool:
+    """Whether a saved alarm was not normal, so its state is retained upstream."""
+    return (snapshot.get("base") != str(AlarmState.NORMAL) or not snapshot.get("in_service", True)
+            or snapshot.get("shelved_until") is not None or bool(snapshot.get("suppressed")))

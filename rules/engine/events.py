@@ -54,6 +54,12 @@ def alarm_state(alarm: Alarm, name: str, now: float) -> Event:
     return Event(ALARM_STATE, now, alarm.definition.device, body)
 
 
+def alarm_removed(alarm_id: str, now: float) -> Event:
+    """An alarm whose rule is gone from the configuration: its retained state is cleared
+    (`closed`), or the platform would show it open for good with no way to act on it."""
+    return Event(ALARM_STATE, now, None, {"alarm": alarm_id, "closed": True})
+
+
 def ticket_event(event: TicketEvent) -> Event:
     """One step or clock event of one ticket (`…/events/ticket_event`)."""
     body = event.to_dict()

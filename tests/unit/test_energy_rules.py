@@ -16,6 +16,7 @@ from config_site_files import errors_of
 from gateway.batch import Batch, Event
 from gateway.config.loader import load_site
 from gateway.config.models import SiteConfig
+from gateway.edge import EdgeStages
 from gateway.energy.stage import EnergyStage
 from rules.compile import DAY, ENERGY_ORIGIN, LATE_GRACE, compile_rules, loss_on_delay
 from rules.engine.engine import RuleEngine
@@ -324,3 +325,63 @@ def test_a_leak_shows_as_night_flow_on_the_main_only(building: Site) -> None:
     alarm = building.engine.alarm("water_main.night_leak")
     assert alarm["severity"] == "major" and alarm["message"].startswith("夜间最小流量 0.5")
     assert any(t["fault"] == "night_leak" and t["device"] == "water_main" for t in building.tickets())
+
+
+def test_a_night_leak_ticket_starts_its_clocks_when_the_night_is_measured(building: Site) -> None:
+    """The night's minimum is stamped at 02:00 and known at 04:00: the ticket's arrival
+    clock runs from 04:00, not from 02:00 (it would be breached and escalated at once)."""
+    run_building(building, 1.0, leak_from=T0)
+
+    def ticket_events(kind: str) -> list[Event]:
+        return [e for e in building.out if isinstance(e, Event) and e.type == "ticket_event"
+                and e.device == "water_main" and e.body["event"] == kind]
+
+    [opened] = ticket_events("opened")
+    assert opened.ts >= T0 + 4 * HOUR  # the window's end
+    assert all(e.ts >= opened.ts + 30 * 60 for e in ticket_events("sla_breached"))
+    assert building.raised("water_main.sla_night_leak") == [] or \
+        min(building.raised("water_main.sla_night_leak")) >= opened.ts + 30 * 60
+
+
+# --- the edge stages in the daemon: start and stop -------------------------------------------
+
+
+async def test_the_edge_starts_after_a_night_window_ended_while_it_was_down(tmp_path: Path) -> None:
+    """Readings inside the night window, none after it, a restart after it ended: the night
+    flow is measured at start and evaluated by an engine that is already open."""
+    energy = {**ENERGY, "groups": ENERGY["groups"][:1], "manual_meters": []}
+    devices = [{**d, "meter": {"night_flow_threshold": 0.2}} for d in DEVICES[:3]]
+    site = config(tmp_path / "config", energy=energy, devices=devices)
+    now = [T0]
+    edge = EdgeStages(site, tmp_path / "data", clock=lambda: now[0])
+    await edge.start(lambda items: None)
+    volume = 100.0
+    for i in range(8):  # 02:00 to 03:45 local, a leak of 2 m³/h
+        now[0] = t = T0 + 2 * HOUR + i * 900
+        volume += 0.5
+        for device in ("water_main", "water_101", "water_102"):
+            edge.process(Batch(device, t, ("total_volume",), [volume]))
+    await edge.stop()
+
+    now[0] = T0 + 6 * HOUR
+    restarted = EdgeStages(site, tmp_path / "data", clock=lambda: now[0])
+    out: list[Any] = []
+    await restarted.start(out.extend)
+    try:
+        assert any(isinstance(i, Batch) and i.points == ("total_volume_night_flow",) for i in out)
+        assert restarted.rules.alarm("water_main.night_leak")["active"] is True
+    finally:
+        await restarted.stop()
+
+
+async def test_the_edge_closes_the_engine_when_the_energy_stage_fails_to_close(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    edge = EdgeStages(config(tmp_path / "config"), tmp_path / "data", clock=lambda: T0)
+    await edge.start(lambda items: None)
+
+    def broken() -> None:
+        raise RuntimeError("a bug while closing")
+
+    monkeypatch.setattr(edge.energy, "close", broken)
+    await edge.stop()  # logged, not raised
+    assert edge.rules._stores is None  # saved and closed all the same

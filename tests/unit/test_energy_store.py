@@ -3,8 +3,10 @@ while the daemon writes."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
-from test_energy_site import DAY, ENERGY, HOUR, MIN, T0, Clock, feed, open_stage, site
+from test_energy_site import DAY, ENERGY, HOUR, MIN, T0, Clock, feed, open_stage, site, values
 
 from gateway.energy.reader import EnergyReader
 
@@ -62,3 +64,27 @@ def test_the_reader_answers_while_the_stage_is_open_and_writing(tmp_path):
 def test_a_reader_on_a_site_that_never_ran_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no energy database"):
         EnergyReader(tmp_path)
+
+
+def test_a_full_disk_costs_no_reading_and_no_rollup_they_are_written_when_it_takes_them(
+        tmp_path, monkeypatch):
+    clock = Clock()
+    stage, _ = open_stage(site(tmp_path), tmp_path / "data", clock)
+    store = stage._store
+    commit = store.commit
+
+    def full(writes):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "commit", full)
+    out = feed(stage, "em_101", "energy_import",
+               [(T0 + 50 * MIN, 1000.0), (T0 + 70 * MIN, 1010.0)], clock)  # closes 00:00-01:00
+    assert values(out, "em_101", "energy_import_hour")  # sent all the same
+    assert stage.stats()["store_errors"] == 2
+    monkeypatch.setattr(store, "commit", commit)  # space again
+    feed(stage, "em_101", "energy_import", [(T0 + 80 * MIN, 1012.0)], clock)
+    with EnergyReader(tmp_path / "data") as reader:
+        [hour] = reader.rollups("hour", None, T0 + HOUR, device="em_101")
+        assert hour.start == T0
+        assert {r.raw for r in reader.readings_between(None, None)} >= {1000.0, 1010.0}
+    stage.close()

@@ -191,6 +191,23 @@ def test_a_flood_of_raises_is_announced_once_and_its_end_too(tmp_path):
     assert end.body["flood"] is False and end.body["raises"] <= 4
 
 
+def test_a_reading_stamped_in_the_past_neither_ends_a_flood_nor_starts_it_again(tmp_path):
+    """An hour's rollup arrives stamped at the hour's start: the flood goes on meanwhile."""
+    config = site([TRIP], devices=[f"pump_{i}" for i in range(6)],
+                  engine={"flood_window": "10m", "flood_threshold": 4})
+    clock = Clock()
+    engine, _ = open_engine(config, tmp_path, clock)
+    floods = []
+    for i in range(6):
+        clock.now = T0 + i * MIN
+        floods += events_of(engine.process(poll(f"pump_{i}", T0 + i * MIN, fault=1)), "alarm_flood")
+    assert [f.body["flood"] for f in floods] == [True]
+    clock.now = T0 + 6 * MIN
+    assert events_of(engine.process(poll("pump_0", T0 - HOUR, kwh=12)), "alarm_flood") == []
+    assert events_of(engine.tick(T0 + 6 * MIN), "alarm_flood") == []
+    assert engine.stats()["flood"] is True
+
+
 def test_stats_count_rules_alarms_by_state_and_raises(engine):
     fault(engine, 0, 1)
     stats = engine.stats()

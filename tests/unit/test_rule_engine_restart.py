@@ -23,6 +23,8 @@ from test_engine_site import (
     transitions,
 )
 
+from gateway.sinks.contract import Identity, Topics, event_message
+
 TRIP = {"id": "tripped", "name": "水泵故障", "when": "fault == 1", "for": "30s",
         "alarm": {"severity": "major"}, "ticket": {"category": "water"}}
 ALARM = "pump_1.tripped"
@@ -146,6 +148,23 @@ def test_a_saved_alarm_whose_rule_is_gone_is_forgotten(tmp_path):
     assert [a["alarm"] for a in engine.alarms()] == [ALARM]
     engine, _ = restart(engine, site([TRIP, other]), tmp_path, clock)
     assert engine.alarm("pump_1.stopped")["state"] == "normal"
+    engine.close()
+
+
+def test_an_open_alarm_whose_rule_is_gone_is_cleared_upstream(tmp_path):
+    """Its retained state would otherwise show it open for good, with no alarm to act on."""
+    clock = Clock()
+    other = {"id": "stopped", "when": "running == 0", "alarm": {"severity": "minor"}}
+    engine, _ = open_engine(site([TRIP, other]), tmp_path, clock)
+    engine.process(poll("pump_1", T0, running=0))  # pump_1.stopped raised, retained upstream
+    engine, out = restart(engine, site([TRIP]), tmp_path, clock)
+    [state] = [e for e in events_of(out, "alarm_state") if e.body["alarm"] == "pump_1.stopped"]
+    assert state.body["closed"] is True
+    topics, identity = Topics.of("pm", "test_site", "gw"), Identity("test_site", "gw")
+    assert event_message(topics, identity, "e:1", 1, state) == (
+        "pm/test_site/gw/alarms/pump_1.stopped", b"", True)
+    engine, out = restart(engine, site([]), tmp_path, clock)  # pump_1.tripped was normal
+    assert events_of(out, "alarm_state") == []
     engine.close()
 
 
