@@ -61,9 +61,12 @@ class RuleEngine(Commands, Views):
         self.data_dir = Path(data_dir)
         self.clock = clock
         self.index = RuleIndex(site.rules)
-        self.history = History()
-        for rule in site.rules:
+        self.history = History(needed_only=True)
+        for rule in site.rules:  # what rules read, name in messages, and plans count
             self.history.need(rule.windows)
+            self.history.need({f"{rule.device}.{p}": 0.0 for p in rule.template_points})
+        self.history.need({f"{p.device}.{p.task.counter}": 0.0 for p in site.plans
+                           if p.task.counter is not None})
         self.evaluator = Evaluator(self.history)
         self.alarm_set = AlarmSet(site.rules)
         self.counters = {r.id: Counter(r.rule.accumulate) for r in site.rules

@@ -97,15 +97,18 @@ class History:
     """One `PointHistory` per point name, named `device.point`."""
 
     def __init__(self, keep: Mapping[str, float] | None = None, *,
-                 max_samples: int = MAX_SAMPLES) -> None:
+                 max_samples: int = MAX_SAMPLES, needed_only: bool = False) -> None:
         self._keep: dict[str, float] = dict(keep or {})
         self._max_samples = max_samples
         self._points: dict[str, PointHistory] = {}
+        # the engine's history keeps only the points some rule reads (`need`): most points
+        # of a poll are read by no rule, and recording them was a fifth of a poll's cost
+        self._needed_only = needed_only
 
     def need(self, windows: Mapping[str, float]) -> None:
         """Keep at least these many seconds of these points (an expression's `.windows`)."""
         for point, seconds in windows.items():
-            if seconds > self._keep.get(point, 0.0):
+            if point not in self._keep or seconds > self._keep[point]:
                 self._keep[point] = seconds
                 if point in self._points:
                     self._points[point].keep = seconds
@@ -120,8 +123,11 @@ class History:
     def record_batch(self, batch: Batch) -> None:
         """Every reading of one poll, as `device.point`."""
         prefix = batch.device + "."
+        keep = self._keep if self._needed_only else None
         for point, value, quality in batch.items():
-            self.record(prefix + point, batch.ts, value, quality)
+            name = prefix + point
+            if keep is None or name in keep:
+                self.record(name, batch.ts, value, quality)
 
     def get(self, point: str) -> PointHistory | None:
         return self._points.get(point)

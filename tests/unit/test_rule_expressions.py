@@ -487,3 +487,13 @@ def test_an_expression_error_becomes_a_config_issue_for_the_loader() -> None:
 
 def test_the_pointer_puts_a_caret_under_the_bad_character() -> None:
     assert error_of("p >= 1 & q").pointer() == "p >= 1 & q\n       ^"
+
+
+def test_the_engines_history_keeps_only_the_points_a_rule_reads():
+    history = History(needed_only=True)
+    history.need({"pump_1.outlet_pressure": 300.0, "pump_1.running": 0.0})
+    history.record_batch(Batch("pump_1", 100.0, ("outlet_pressure", "running", "current"),
+                               [0.42, 1, 12.5]))
+    assert history.get("pump_1.outlet_pressure").latest().value == 0.42
+    assert history.get("pump_1.running").latest().value == 1  # read as a value, no window
+    assert history.get("pump_1.current") is None  # read by no rule: not kept
