@@ -141,15 +141,20 @@ def _duration(text: str) -> str:
     return text
 
 
-def _until(text: str) -> str:
-    """argparse type for --until: an ISO-8601 time; without a zone it is the box's local time."""
+def local_iso(text: str, example: str = "2026-11-23T18:00") -> str:
+    """argparse type for a time (--until, --at): ISO-8601; without a zone it is the box's
+    local time."""
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time such as 2026-11-23T18:00 or 2026-11-23T18:00+08:00"
+            f"{text!r} is not a time such as {example} or {example}+08:00"
         ) from None
     return (when if when.tzinfo is not None else when.astimezone()).isoformat()
+
+
+def _until(text: str) -> str:
+    return local_iso(text)
 
 
 # --- alarms ------------------------------------------------------------------------------

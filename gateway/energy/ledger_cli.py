@@ -37,20 +37,14 @@ from gateway.cli_ops import (
     _command,
     _data_dir,
     _utf8_output,
+    local_iso,
     local_time,
 )
 from gateway.textable import format_table
 
 
 def _at(text: str) -> str:
-    """argparse type for --at: an ISO-8601 time; without a zone it is the box's local time."""
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time such as 2026-10-31T17:30 or 2026-10-31T17:30+08:00"
-        ) from None
-    return (when if when.tzinfo is not None else when.astimezone()).isoformat()
+    return local_iso(text, "2026-10-31T17:30")
 
 
 def _reading(text: str) -> float:
