@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 
 from gateway.batch import Kind, Record
@@ -41,6 +42,12 @@ class Sink(ABC):
     @abstractmethod
     async def send(self, records: list[Record]) -> None:
         """Deliver records (all of a kind in `kinds`), in order."""
+
+    async def wait_ready(self, timeout: float) -> None:
+        """After a failed send, wait `timeout` before the next try; a sink that knows when
+        its peer is back (a reconnected broker) returns then, so a backlog does not sit
+        out the rest of a backoff that grew during the outage."""
+        await asyncio.sleep(timeout)
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Close connections promptly."""

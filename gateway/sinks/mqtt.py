@@ -53,6 +53,7 @@ log = structlog.get_logger(__name__)
 PUBACK_TIMEOUT = 10.0  # seconds a send waits for the broker to confirm every message
 MessageHandler = Callable[[str, bytes], Awaitable[None] | None]
 STOP_TIMEOUT = 0.9  # within the daemon's share for stopping sinks
+RECONNECT_MAX = 5  # seconds between attempts to reach a broker that is away
 _MAX_INFLIGHT = 1000
 # paho keeps unconfirmed QoS 1 messages and resends them itself; after a PUBACK timeout the
 # runner sends the batch again, so on a slow link copies would pile up without a cap. When
@@ -218,7 +219,9 @@ class MqttSink(Sink):
         client.will_set(self.status_topic, contract.dumps(will), qos=1, retain=True)
         client.max_inflight_messages_set(_MAX_INFLIGHT)
         client.max_queued_messages_set(_MAX_QUEUED)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # A broker that is back is found within RECONNECT_MAX: a connection attempt is one
+        # TCP handshake, cheap even on 4G, and a backlog should not wait half a minute.
+        client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX)
         client.connect_timeout = 5.0
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -230,6 +233,15 @@ class MqttSink(Sink):
         )
         client.loop_start()
         self._client = client
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Back as soon as the broker is reachable again: while it was away the backoff grew
+        to tens of seconds, and the backlog should not wait them out. A send that failed
+        while connected (a PUBACK that did not come) waits the whole backoff."""
+        if self.connected:
+            await asyncio.sleep(timeout)
+        else:
+            await self.wait_connected(timeout)
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until the broker accepted the connection (for start-up and tests)."""

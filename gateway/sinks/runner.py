@@ -23,7 +23,7 @@ from gateway.sinks.base import Sink, SinkUnavailable
 log = structlog.get_logger(__name__)
 
 _BACKOFF_FIRST = 0.5
-_BACKOFF_MAX = 30.0
+_BACKOFF_MAX = 10.0  # a peer back from an outage is tried within this; Retry-After overrides
 _PACE_SLICE = 0.25  # seconds of sending per paced slice: how long an event may wait behind it
 
 
@@ -169,7 +169,10 @@ class SinkRunner:
         if self.last_error is None:
             log.warning("sink unavailable, will retry", sink=self.name, error=error)
         self.last_error = error
-        await asyncio.sleep(retry_after if retry_after is not None else backoff)
+        if retry_after is not None:  # the peer said when: wait that long
+            await asyncio.sleep(retry_after)
+        else:
+            await self.sink.wait_ready(backoff)
         return min(backoff * 2, _BACKOFF_MAX)
 
     async def drain(self, timeout: float) -> bool:

@@ -6,7 +6,7 @@ import asyncio
 
 from gateway.batch import Batch, Kind
 from gateway.outbox import Outbox
-from gateway.sinks.base import Sink
+from gateway.sinks.base import Sink, SinkUnavailable
 from gateway.sinks.runner import SinkRunner
 
 
@@ -48,3 +48,47 @@ async def test_a_sink_that_cannot_start_is_retried_and_then_gets_everything(tmp_
     assert sink.received == [1, 2, 3, 4, 5]
     assert runner.failures == 2 and runner.last_error is None
     assert Kind.READING in sink.kinds
+
+
+class ReconnectingSink(Sink):
+    """Unavailable until its peer comes back; says so through `wait_ready`."""
+
+    def __init__(self) -> None:
+        super().__init__("reconnecting")
+        self.back = asyncio.Event()
+        self.received: list[int] = []
+        self.waits: list[float] = []
+
+    async def send(self, records) -> None:
+        if not self.back.is_set():
+            raise SinkUnavailable("peer away")
+        self.received.extend(r.seq for r in records)
+
+    async def wait_ready(self, timeout: float) -> None:
+        self.waits.append(timeout)
+        try:
+            await asyncio.wait_for(self.back.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
+async def test_a_backlog_goes_as_soon_as_the_peer_is_back_not_after_the_backoff(tmp_path, monkeypatch):
+    monkeypatch.setattr("gateway.sinks.runner._BACKOFF_FIRST", 3600.0)  # an outage's backoff
+    outbox = Outbox(tmp_path / "outbox.db", flush_interval=0.02)
+    await outbox.open()
+    sink = ReconnectingSink()
+    runner = SinkRunner(sink, outbox)
+    task = asyncio.create_task(runner.run())
+    outbox.append_batch(Batch("meter", 1.0, ("kwh",), [1]))
+    await outbox.flush()
+    try:
+        while not sink.waits:  # the send failed; the runner is waiting out its backoff
+            await asyncio.sleep(0.01)
+        sink.back.set()
+        assert await runner.drain(10.0)  # an hour's backoff, cut short by the reconnect
+    finally:
+        runner.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await outbox.close()
+    assert sink.received == [1] and sink.waits == [3600.0]
