@@ -153,10 +153,6 @@ def local_iso(text: str, example: str = "2026-11-23T18:00") -> str:
     return (when if when.tzinfo is not None else when.astimezone()).isoformat()
 
 
-def _until(text: str) -> str:
-    return local_iso(text)
-
-
 # --- alarms ------------------------------------------------------------------------------
 
 
@@ -298,7 +294,7 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:
     until = shelve.add_mutually_exclusive_group(required=True)
     until.add_argument("--for", dest="for_", type=_duration, metavar="DURATION",
                        help="how long, e.g. 30m, 2h, 1d")
-    until.add_argument("--until", type=_until, metavar="TIME",
+    until.add_argument("--until", type=local_iso, metavar="TIME",
                        help="until when, e.g. 2026-11-23T18:00 (local time unless a zone is given)")
     shelve.add_argument("--reason")
 

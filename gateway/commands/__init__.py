@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIT_FILE", "CONTROL_SOCKET", "AuditLog", "CommandHandler", "LocalControl",
-    "attach_commands", "build_commands",
+    "build_commands",
 ]
 
 LOCAL_VIA = "local"  # the handler's default `via` when there is no upstream connection
@@ -50,17 +50,6 @@ def build_commands(gateway: Gateway) -> CommandHandler:
     )
     handler.attach()
     return handler
-
-
-def attach_commands(gateway: Gateway) -> CommandHandler | None:
-    """Accept commands on the upstream connection only (None, and no audit log, without one).
-
-    Kept for callers that want the platform's commands alone; the daemon uses
-    `build_commands`, which also serves the local control socket.
-    """
-    if _upstream_sink(gateway) is None:
-        return None
-    return build_commands(gateway)
 
 
 def _upstream_sink(gateway: Gateway) -> MqttSink | None:

@@ -29,30 +29,23 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class GatewayProc:
-    def __init__(self, site: Path, data_dir: Path, *, log: Path | None = None,
-                 env: dict[str, str] | None = None, sample_every: float = 0.5) -> None:
-        self.site = site
-        self.data_dir = data_dir
-        self.log = log or data_dir.parent / "gateway.log"
-        self.env = clean_env(env)
+class SampledProc:
+    """A process under measurement: started in its own session with its CPU and RSS
+    sampled, stopped with `stop_signal` and killed (the whole session) if it hangs."""
+
+    stop_signal = signal.SIGTERM
+    stop_timeout = 10.0
+
+    def __init__(self, sample_every: float = 0.5) -> None:
         self.sample_every = sample_every
         self.proc: subprocess.Popen | None = None
         self.sampler: ProcSampler | None = None
-        self.started_at = 0.0
 
-    def start(self) -> GatewayProc:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            self.started_at = time.time()
-            self.proc = subprocess.Popen(
-                [*gateway_command(), "run", "-c", str(self.site), "--data-dir", str(self.data_dir),
-                 "--log-format", "json"],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(ROOT),
-                start_new_session=True,
-            )
+    def _spawn(self, argv: list[str], log: Path, **popen: object) -> None:
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, **popen)  # type: ignore[call-overload]
         self.sampler = ProcSampler(self.proc.pid, self.sample_every).start()
-        return self
 
     @property
     def pid(self) -> int:
@@ -62,21 +55,40 @@ class GatewayProc:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout: float = 10.0) -> int | None:
+    def stop(self, timeout: float | None = None) -> int | None:
         if self.proc is None:
             return None
         if self.sampler is not None:
             self.sampler.mark()
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(self.stop_signal)
             try:
-                self.proc.wait(timeout)
+                self.proc.wait(self.stop_timeout if timeout is None else timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         if self.sampler is not None:
             self.sampler.stop()
         return self.proc.returncode
+
+
+class GatewayProc(SampledProc):
+    def __init__(self, site: Path, data_dir: Path, *, log: Path | None = None,
+                 env: dict[str, str] | None = None, sample_every: float = 0.5) -> None:
+        super().__init__(sample_every)
+        self.site = site
+        self.data_dir = data_dir
+        self.log = log or data_dir.parent / "gateway.log"
+        self.env = clean_env(env)
+        self.started_at = 0.0
+
+    def start(self) -> GatewayProc:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.time()
+        self._spawn([*gateway_command(), "run", "-c", str(self.site), "--data-dir",
+                     str(self.data_dir), "--log-format", "json"],
+                    self.log, env=self.env, cwd=str(ROOT))
+        return self
 
     def log_tail(self, lines: int = 20) -> str:
         if not self.log.exists():

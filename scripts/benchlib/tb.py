@@ -12,10 +12,9 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from benchlib.figures import ProcSampler
+from benchlib.gwproc import SampledProc
 from benchlib.report import ROOT
 from benchlib.site import device_id
 
@@ -104,15 +103,16 @@ def write_config(root: Path, broker_port: int, ports: list[int], registers: int,
     return root
 
 
-class TbProc:
+class TbProc(SampledProc):
     """The peer's process; stopped with SIGINT (its own handler), killed if it hangs."""
 
+    stop_signal = signal.SIGINT
+    stop_timeout = 15.0
+
     def __init__(self, config_dir: Path, workdir: Path, sample_every: float = 0.5) -> None:
+        super().__init__(sample_every)
         self.config_dir = config_dir
         self.workdir = workdir
-        self.sample_every = sample_every
-        self.proc: subprocess.Popen | None = None
-        self.sampler: ProcSampler | None = None
         self.log = workdir / "tb.stdout.log"
 
     def start(self) -> TbProc:
@@ -122,37 +122,10 @@ class TbProc:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.workdir), "LANG": "C.UTF-8",
                "TB_GW_CONFIG_DIR": str(self.config_dir) + os.sep,
                "TB_GW_LOGS_PATH": str(self.workdir / "logs")}
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(python()), "-c", "from thingsboard_gateway.tb_gateway import daemon; daemon()"],
-                cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        self.sampler = ProcSampler(self.proc.pid, self.sample_every).start()
+        self._spawn([str(python()), "-c",
+                     "from thingsboard_gateway.tb_gateway import daemon; daemon()"],
+                    self.log, cwd=self.workdir, env=env)
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None:
-            return
-        if self.sampler is not None:
-            self.sampler.mark()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            deadline = time.monotonic() + timeout
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        if self.sampler is not None:
-            self.sampler.stop()
 
     def log_tail(self, lines: int = 20) -> str:
         if not self.log.exists():

@@ -425,18 +425,19 @@ async def test_a_write_still_running_at_stop_is_audited_when_it_ends(
         audit.append(AuditEntry(who="x", outcome="refused"))  # closed by the command itself
 
 
-def test_no_commands_are_taken_when_upstream_turns_them_off(tmp_path: Path) -> None:
+async def test_no_commands_are_taken_upstream_when_upstream_turns_them_off(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from gateway.commands import attach_commands
+    from gateway.commands import build_commands
 
     site = {"site": {"id": "estate", "name": "小区"}}
     off = SiteConfig.model_validate({**site, "upstream": {"host": "h", "commands": False}})
     none = SiteConfig.model_validate(site)
-    for config in (off, none):
-        gateway = SimpleNamespace(config=config, runners=[], data_dir=tmp_path)
-        assert attach_commands(gateway) is None  # type: ignore[arg-type]
-    assert not (tmp_path / "audit.jsonl").exists()
+    for number, config in enumerate((off, none)):
+        gateway = SimpleNamespace(config=config, runners=[], data_dir=tmp_path / str(number))
+        handler = build_commands(gateway)  # type: ignore[arg-type]
+        assert handler.connection is None  # nothing subscribed upstream: only the local CLI
+        await handler.close()
 
 
 @pytest.mark.parametrize("priority", [1, 2, 5, 6])

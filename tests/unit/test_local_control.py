@@ -18,7 +18,7 @@ import pytest
 
 from drivers.base import Driver, DriverError
 from gateway.batch import Batch, Event
-from gateway.commands import AuditLog, CommandHandler, attach_commands, build_commands
+from gateway.commands import AuditLog, CommandHandler, build_commands
 from gateway.commands.audit import AUDIT_FILE, read_entries
 from gateway.commands.local import (
     CONTROL_SOCKET,
@@ -525,7 +525,7 @@ def test_the_client_says_clearly_when_no_gateway_is_running(data_dir: Path) -> N
 # --- wiring ------------------------------------------------------------------------------
 
 
-async def test_build_commands_always_makes_a_handler_and_attach_commands_only_for_upstream(
+async def test_build_commands_always_makes_a_handler_listening_upstream_only_when_allowed(
     data_dir: Path,
 ) -> None:
     from types import SimpleNamespace
@@ -537,8 +537,6 @@ async def test_build_commands_always_makes_a_handler_and_attach_commands_only_fo
     )):
         here = data_dir / str(number)
         gateway = SimpleNamespace(config=config, runners=[], data_dir=here)
-        assert attach_commands(gateway) is None  # type: ignore[arg-type]
-        assert not (here / AUDIT_FILE).exists()
         handler = build_commands(gateway)  # type: ignore[arg-type]
         assert handler.connection is None
         assert handler.audit.path == here / AUDIT_FILE
