@@ -339,6 +339,8 @@ def parse_command(payload: bytes) -> Parsed:
         return Rejected(f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})")
     except ValueError as exc:
         return Rejected(f"payload is not JSON: {exc}", _id_in_text(payload))
+    except RecursionError:  # a few kB of "[[[[" exhausts the parser's stack
+        return Rejected("payload is nested too deeply to be a command", _id_in_text(payload))
     if not isinstance(data, dict):
         return Rejected(f"a command is a JSON object, not {type(data).__name__}")
     request_id = data.get("id")
