@@ -54,6 +54,7 @@ _PACKAGES = {
 __all__ = [
     "HOST",
     "SOCAT",
+    "MosquittoAccounts",
     "MosquittoTls",
     "Service",
     "free_port",
@@ -62,6 +63,7 @@ __all__ = [
     "require",
     "influx1_write",
     "start_influxdb1",
+    "mosquitto_accounts",
     "start_mosquitto",
     "start_victoria",
     "stop_all",
@@ -324,13 +326,40 @@ class MosquittoTls:
     require_certificate: bool = False
 
 
+@dataclass(frozen=True)
+class MosquittoAccounts:
+    """Users with passwords (a mosquitto_passwd file) and an ACL file: no anonymous clients."""
+
+    password_file: Path
+    acl_file: Path
+
+
+def mosquitto_accounts(workdir: Path | str, users: dict[str, str], acl: str) -> MosquittoAccounts:
+    """Write a password file for ``users`` (name -> password) with mosquitto_passwd and the
+    ACL text (Mosquitto's acl_file syntax: ``user``, ``topic``, ``pattern`` lines)."""
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    password_file, acl_file = workdir / "passwd", workdir / "acl"
+    password_file.write_text("")
+    for name, password in users.items():
+        subprocess.run([passwd, "-b", str(password_file), name, password], check=True,
+                       capture_output=True, timeout=30)
+    acl_file.write_text(acl)
+    for path in (password_file, acl_file):  # Mosquitto 2 warns about readable ones
+        path.chmod(0o600)
+    return MosquittoAccounts(password_file, acl_file)
+
+
 def start_mosquitto(
-    workdir: Path | str, *, tls: MosquittoTls | None = None, persistence: bool = False
+    workdir: Path | str, *, tls: MosquittoTls | None = None, persistence: bool = False,
+    accounts: MosquittoAccounts | None = None,
 ) -> Service:
     """Mosquitto 2.x: anonymous, one listener on 127.0.0.1:free port.
 
     ``tls`` makes that listener TLS-only; ``persistence`` keeps retained messages and
-    persistent sessions (with their queued QoS 1 messages) across a stop() and start().
+    persistent sessions (with their queued QoS 1 messages) across a stop() and start();
+    ``accounts`` refuses anonymous clients and checks passwords and the ACL.
     """
     binary = require(MOSQUITTO)
     workdir = Path(workdir).resolve()
@@ -355,7 +384,11 @@ def start_mosquitto(
                 [
                     f"listener {port} {HOST}",
                     *tls_lines,
-                    "allow_anonymous true",
+                    *(["allow_anonymous true"] if accounts is None else [
+                        "allow_anonymous false",
+                        f"password_file {accounts.password_file}",
+                        f"acl_file {accounts.acl_file}",
+                    ]),
                     *persistence_lines,
                     # Started as root, Mosquitto switches to the 'mosquitto' user, which cannot
                     # write the log in a root-owned temp dir; stay root (as anyone else,

@@ -26,6 +26,7 @@ import structlog
 
 from drivers.base import Driver, DriverError
 from gateway.batch import Batch, Event
+from gateway.commands.access import Caller, CommandAccess
 from gateway.commands.audit import AuditEntry, AuditLog, iso_now
 from gateway.commands.authorise import Refused, known, shelve_until, writable_driver
 from gateway.commands.models import (
@@ -154,6 +155,9 @@ class CommandHandler:
     `via` names the connection commands arrive on (the MQTT user, else the client id):
     MQTT 3.1.1 does not tell a subscriber who published, so a command without "by" is
     audited as coming from that connection, whose broker ACL decides who may publish.
+    With `access` restricted (upstream.commands.allow), commands are also taken on
+    `<commands_topic>/<MQTT user>`, the sender named by the topic (access.py), and each
+    kind of command only from the senders its list names.
     """
 
     def __init__(
@@ -162,8 +166,10 @@ class CommandHandler:
         write_timeout: float = WRITE_TIMEOUT,
         load: Callable[[Any], SiteConfig] | None = None,
         clock: Callable[[], float] = time.time,
+        access: CommandAccess | None = None,
     ) -> None:
         self.target = target
+        self.access = access or CommandAccess(None, commands_topic)
         self.connection = connection
         self.audit = audit
         self.commands_topic = commands_topic
@@ -173,7 +179,8 @@ class CommandHandler:
         self._load = load
         self._clock = clock  # judges a shelve's `until`; the engine keeps its own clock
         self._lock = asyncio.Lock()
-        self._answered: OrderedDict[str, Reply] = OrderedDict()  # request id -> its reply
+        # (sender, request id) -> its reply: a redelivery is answered, never run twice
+        self._answered: OrderedDict[tuple[str, str], Reply] = OrderedDict()
         self._closing = False
         self._audit_error: str | None = None  # set while the audit log cannot be written
 
@@ -182,34 +189,57 @@ class CommandHandler:
         if self.connection is None:
             raise RuntimeError("commands have no upstream connection to subscribe on")
         self.connection.subscribe(self.commands_topic, self.on_message)
-        log.info("accepting commands", topic=self.commands_topic, audit=str(self.audit.path))
+        if self.access.restricted:  # one topic per sender, each kept to its sender by the ACL
+            self.connection.subscribe(f"{self.commands_topic}/+", self.on_message)
+        log.info("accepting commands", topic=self.commands_topic, audit=str(self.audit.path),
+                 senders="per kind, by topic" if self.access.restricted else "any")
+
+    def caller_of(self, topic: str) -> Caller:
+        """Who sent a command on `topic`: the MQTT user its last level names, or nobody we
+        know (the plain commands topic: our own connection's name)."""
+        prefix = f"{self.commands_topic}/"
+        if topic.startswith(prefix) and "/" not in topic[len(prefix):] and topic[len(prefix):]:
+            return Caller("mqtt", topic[len(prefix):])
+        return Caller("upstream", self.via)
 
     async def on_message(self, topic: str, payload: bytes) -> None:
         """The subscription's handler: run the command and publish its reply."""
-        reply = await self.handle(payload)
+        reply = await self.handle(payload, caller=self.caller_of(topic))
         if reply is None:
             return
         topic = self.reply_topic(reply.id)
         if self.connection is None or not await self.connection.publish_now(topic, reply.payload(), qos=1):
             log.warning("command reply not confirmed by the broker", request_id=reply.id, topic=topic)
 
-    async def handle(self, payload: bytes, via: str | None = None) -> Reply | None:
+    async def handle(
+        self, payload: bytes, via: str | None = None, *, caller: Caller | None = None
+    ) -> Reply | None:
         """Run one command and audit it; the reply to send, None when it had no usable id.
 
-        `via` names where this command came from when not the upstream connection (the
-        local CLI: `cli:<user>`); a command without "by" is audited as coming from it.
+        `caller` is who sent it (access.py); without one, `via` names it (`cli:<user>`,
+        else a connection), by default the upstream connection. A command without "by" is
+        audited as coming from the caller. A caller the allow lists do not name for the
+        command's kind is refused before anything else is looked at, and audited.
         """
-        via = via or self.via
+        caller = caller or Caller.of_via(via or self.via)
+        via = caller.via
         async with self._lock:
             if self._closing:
                 log.warning("command ignored: the gateway is stopping", bytes=len(payload))
                 return None
             parsed = parse_command(payload)
-            if not isinstance(parsed, Rejected) and parsed.id in self._answered:
+            denied = self.access.refusal(parsed.type, caller)
+            if denied is None and not isinstance(parsed, Rejected) and (via, parsed.id) in self._answered:
                 # A redelivery (QoS 1 DUP, a platform retry): answer again, never run twice.
-                log.info("repeated command answered again", request_id=parsed.id)
-                return self._answered[parsed.id]
-            if isinstance(parsed, Rejected):
+                log.info("repeated command answered again", request_id=parsed.id, via=via)
+                return self._answered[(via, parsed.id)]
+            if denied is not None:  # the sender may not: nothing of the command is run
+                request_id, kind, by = _request_of(parsed)
+                target, value = None, None
+                if not isinstance(parsed, Rejected):
+                    target, value = self._target(parsed), _audited_value(parsed)
+                done = Outcome("refused", denied)
+            elif isinstance(parsed, Rejected):
                 request_id, kind, by, target, value = parsed.request_id, parsed.type, parsed.by, None, None
                 done = Outcome("refused", parsed.reason)
             else:
@@ -226,7 +256,7 @@ class CommandHandler:
             if self._closing:  # close() gave up waiting for this command: close the log now
                 await asyncio.to_thread(self.audit.close)
         log.info(
-            "command", request_id=request_id, type=kind, target=target, who=entry.who,
+            "command", request_id=request_id, type=kind, target=target, who=entry.who, via=via,
             outcome=done.outcome, reason=done.reason, audit_seq=seq, audit_head=head,
         )
         if request_id is None:
@@ -235,8 +265,8 @@ class CommandHandler:
             id=request_id, ok=done.outcome == "accepted", error=done.reason,
             result=done.result, ts=iso_now(),
         )
-        if not isinstance(parsed, Rejected):
-            self._answered[request_id] = reply
+        if not isinstance(parsed, Rejected) and denied is None:
+            self._answered[(via, request_id)] = reply
             while len(self._answered) > REMEMBERED_REPLIES:
                 self._answered.popitem(last=False)
         return reply
@@ -442,6 +472,13 @@ class CommandHandler:
         if isinstance(command, MeterReadingCommand | MeterReplaceCommand):
             return command.meter if command.point is None else f"{command.meter}.{command.point}"
         return command.alarm
+
+
+def _request_of(parsed: AnyCommand | Rejected) -> tuple[str | None, str | None, str | None]:
+    """The request id, type and `by` of a command or a refused payload, for the audit."""
+    if isinstance(parsed, Rejected):
+        return parsed.request_id, parsed.type, parsed.by
+    return parsed.id, parsed.type, parsed.by
 
 
 def _call_engine(

@@ -21,7 +21,9 @@ Anything else (malformed JSON, a line over 64 KiB, a query that is not one) gets
 
 Who may use it is decided by the file system: the socket is 0660, so the gateway's user
 and group. Who did use it is decided by the kernel: the peer's uid (SO_PEERCRED) is
-audited as `via: cli:<user>`, whatever name the request puts in `by`.
+audited as `via: cli:<user>`, whatever name the request puts in `by`; with
+`upstream.commands.allow` set, that user (`cli:<user>`) or one of its groups
+(`cli:@<group>`) must be listed for the command's kind (access.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import os
-import pwd
 import socket
 import stat
 import struct
@@ -39,6 +40,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from gateway.commands.access import Caller, unix_caller
 from gateway.commands.handler import CommandHandler
 from gateway.commands.models import MAX_PAYLOAD, Rejected, parse_command
 
@@ -174,14 +176,15 @@ class LocalControl:
             await _close(writer)
             return
         self._clients.add(task)
-        user = peer_user(writer.get_extra_info("socket"))
+        caller = peer_caller(writer.get_extra_info("socket"))
+        user = caller.name
         log.debug("local control connection", user=user)
         try:
             while True:
                 line = await _read_line(reader)
                 if line is None:
                     break
-                reply = await self._answer(line, user)
+                reply = await self._answer(line, caller)
                 await _send(writer, reply)
         except (ConnectionError, asyncio.CancelledError):
             pass  # the client left, or the gateway is stopping
@@ -191,8 +194,9 @@ class LocalControl:
             self._clients.discard(task)
             await _close(writer)
 
-    async def _answer(self, line: bytes | _Oversized, user: str) -> dict[str, Any] | bytes:
+    async def _answer(self, line: bytes | _Oversized, caller: Caller) -> dict[str, Any] | bytes:
         """One request line → its reply (a dict, or a command reply's bytes)."""
+        user = caller.name
         if isinstance(line, _Oversized):
             log.warning("local control request too long", user=user, bytes=line.size)
             return _error(f"request is over {MAX_LINE} bytes; a request is one JSON object "
@@ -207,12 +211,12 @@ class LocalControl:
             return _error(f"a request is a JSON object, not {type(data).__name__}")
         if "query" in data:
             return self._query(data, user)
-        return await self._command(line, user)
+        return await self._command(line, caller)
 
-    async def _command(self, payload: bytes, user: str) -> dict[str, Any] | bytes:
+    async def _command(self, payload: bytes, caller: Caller) -> dict[str, Any] | bytes:
         """Run a command through the handler, shielded: a client that hangs up or a stop
         that cancels the connection must not cut a write short or lose its audit line."""
-        run = asyncio.ensure_future(self.handler.handle(payload, via=f"cli:{user}"))
+        run = asyncio.ensure_future(self.handler.handle(payload, caller=caller))
         self._commands.add(run)
         run.add_done_callback(self._commands.discard)
         reply = await asyncio.shield(run)
@@ -317,24 +321,23 @@ def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
 
 
-def peer_user(sock: Any) -> str:
-    """The login name of the process at the other end, from the kernel (SO_PEERCRED).
+def peer_caller(sock: Any) -> Caller:
+    """The account of the process at the other end, from the kernel (SO_PEERCRED): its
+    login name and groups.
 
     Not from the request: `by` says who the engineer says they are, this says which
-    account on the box sent it. A uid with no passwd entry is named `uid:<n>`.
+    account on the box sent it. A uid with no passwd entry is named `uid:<n>`; a peer the
+    kernel cannot name is `unknown`, with no groups (no `cli:` entry but `cli:*` admits it).
     """
     option = getattr(socket, "SO_PEERCRED", None)
     if sock is None or option is None:
-        return "unknown"
+        return Caller("cli", "unknown")
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", creds)
+        _pid, uid, gid = struct.unpack("3i", creds)
     except OSError:
-        return "unknown"
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid:{uid}"
+        return Caller("cli", "unknown")
+    return unix_caller(uid, gid)
 
 
 def _check_not_serving(path: Path) -> None:

@@ -6,11 +6,15 @@ a silently ignored setting. Loading and error reporting live in `loader.py`.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
     Discriminator,
     Field,
     SecretStr,
@@ -152,6 +156,67 @@ class TlsConfig(Model):
     verify_hostname: bool = True
 
 
+# Who may send which kind of command: an MQTT user (or client id) named by the command's
+# topic level, which the broker's ACL vouches for, or a local CLI user (`cli:<user>`,
+# `cli:@<group>`, `cli:*`). docs/commands.md "Who may command" has the trust model.
+_CLI_PRINCIPAL = re.compile(r"^cli:(\*|@?[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?)$")
+_MQTT_PRINCIPAL = re.compile(r"^[^/+#\s\x00-\x1f$][^/+#\s\x00-\x1f]{0,127}$")
+
+
+def _principal(value: str) -> str:
+    if value.startswith("cli:"):
+        if not _CLI_PRINCIPAL.match(value):
+            raise ValueError(
+                f"{value!r} is not a local user: write cli:<user>, cli:@<group> or cli:* (any "
+                "user who may open the control socket)"
+            )
+    elif not _MQTT_PRINCIPAL.match(value):
+        raise ValueError(
+            f"{value!r} is not an MQTT user or client id that can be a topic level: no /, +, #, "
+            "spaces or control characters, not starting with $, at most 128 characters"
+        )
+    return value
+
+
+Principal = Annotated[str, AfterValidator(_principal)]
+
+
+class CommandAllow(Model):
+    """Per kind of command, who may send it; a kind left out may be sent by no one."""
+
+    write: list[Principal] = []  # write a point of a device
+    status: list[Principal] = []  # device_status: read a device's health (changes nothing)
+    reload: list[Principal] = []  # load the configuration files again
+    ack: list[Principal] = []  # ack_alarm
+    shelve: list[Principal] = []  # shelve_alarm, unshelve_alarm
+    alarm_service: list[Principal] = []  # take an alarm out of service or put it back
+    ticket: list[Principal] = []  # update_ticket: dispatch, arrive, resolve, close, ...
+    maintenance: list[Principal] = []  # a device into or out of maintenance mode
+    meter: list[Principal] = []  # meter_reading, meter_replace, meter_snapshot
+
+
+def _commands_switch(value: Any) -> Any:
+    """`commands: true|false` is short for `commands: {enabled: true|false}`."""
+    if isinstance(value, bool):
+        return {"enabled": value}
+    if not isinstance(value, dict | BaseModel):
+        raise ValueError("commands takes true, false, or a mapping with enabled: and allow:")
+    return value
+
+
+class CommandsConfig(Model):
+    """Whether the platform may command this gateway, and who may send what.
+
+    Without `allow`, anyone the broker lets publish on the commands topic may send any
+    command (and anyone who may open the control socket, locally). With it, a command
+    must arrive on `<commands topic>/<MQTT user>` (or from a listed `cli:` user) and
+    its kind must list that sender.
+    """
+
+    enabled: bool = True  # false: nothing is taken upstream (the local CLI still works)
+    allow: CommandAllow | None = None
+
+
 class MqttSinkConfig(Model):
     """An MQTT broker that receives telemetry and status; `upstream:` is one of these."""
 
@@ -172,7 +237,8 @@ class MqttSinkConfig(Model):
     report_by_exception: bool = False  # True: telemetry filtered by each point's ReportPolicy
     report: ReportPolicy = ReportPolicy()  # the site default for points without their own
     backlog_rate: float | None = Field(default=None, gt=0)  # messages/s when draining a backlog
-    commands: bool = True  # accept the platform's commands on this connection
+    # the platform's commands on this connection: true, false, or {enabled, allow}
+    commands: Annotated[CommandsConfig, BeforeValidator(_commands_switch)] = CommandsConfig()
 
 
 SinkConfig = Annotated[InfluxSinkConfig | HistorySinkConfig | MqttSinkConfig, Field(discriminator="type")]
@@ -609,6 +675,36 @@ class ForeignDeviceRegistration(Model):
 
     address: str  # the BBMD, host[:port]
     ttl: Duration = 300.0
+
+
+def _listen_address(text: str) -> str:
+    listen_address(text)
+    return text
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """(host, port) of `host:port`, `[v6]:port`, `:port` or a bare port (127.0.0.1)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = "", text.strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port with a port 1-65535; "
+                         "e.g. 127.0.0.1:9108, or 9108 for localhost")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class MetricsConfig(Model):
+    """The local Prometheus endpoint, `http://<listen>/metrics`; off unless `metrics:` is written.
+
+    A bare port (`9108` or `:9108`) listens on 127.0.0.1: the figures name devices and
+    sinks, so they leave the box only when a host is written on purpose.
+    """
+
+    listen: Annotated[Text, AfterValidator(_listen_address)] = "127.0.0.1:9108"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return listen_address(self.listen)
 
 
 class BacnetLocal(Model):

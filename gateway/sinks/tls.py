@@ -48,15 +48,31 @@ def ssl_context(tls: TlsConfig) -> ssl.SSLContext:
 def diagnose(host: str, port: int, context: ssl.SSLContext | None, timeout: float = 5.0) -> str:
     """Why connecting to host:port fails, in words; "" if the TCP and TLS steps succeed."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            if context is None:
-                return ""
-            with context.wrap_socket(raw, server_hostname=host) as tls:
-                tls.do_handshake()
-    except ssl.SSLCertVerificationError as exc:
-        return f"TLS: the broker's certificate was not accepted: {exc.verify_message} ({exc.reason})"
-    except ssl.SSLError as exc:
-        return f"TLS handshake failed: {exc.reason or exc}"
+        raw = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         return f"cannot reach {host}:{port}: {exc.strerror or exc}"
+    with raw:
+        if context is None:
+            return ""
+        try:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            return (f"TLS: the broker's certificate was not accepted: {exc.verify_message} "
+                    f"({exc.reason})")
+        except (ssl.SSLEOFError, ConnectionError) as exc:
+            # what a plaintext listener does with a TLS hello; never retried without TLS
+            return (f"TLS handshake failed: {host}:{port} ended the connection "
+                    f"({_why(exc)}); is it a TLS listener? A plaintext MQTT port drops a "
+                    "TLS hello")
+        except ssl.SSLError as exc:
+            return f"TLS handshake failed: {exc.reason or exc}"
+        except OSError as exc:
+            return f"TLS handshake failed: {exc.strerror or exc}"
     return ""
+
+
+def _why(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    return exc.strerror or str(exc)
