@@ -12,11 +12,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import __version__
+# `logs` first: it imports structlog before anything else does, without rich (see there)
+from gateway import __version__, logs
 from gateway.config.models import parse_duration
 from gateway.textable import format_table
 
 DEFAULT_CONFIGS = ("/etc/gateway/site.yaml", "config/site.yaml")
+RELOAD_WAIT = 90.0  # seconds: the daemon gives a reload 60 s, after any command in flight
 
 
 def default_config() -> str:
@@ -52,11 +54,13 @@ def load_or_exit(path: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway import logs, sdnotify
+    from gateway import sdnotify
     from gateway.daemon import Gateway
+    from gateway.health import health_line
 
     config = load_or_exit(args.config)
     logs.configure(args.log_level or config.logging.level, args.log_format or config.logging.format)
+    _private_data_dir(Path(args.data_dir) if args.data_dir else config.data_dir)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -64,8 +68,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         gateway = Gateway(config, data_dir=Path(args.data_dir) if args.data_dir else None)
+        # SIGHUP (systemd's ExecReload): load the files again; an invalid config changes nothing
+        reloads: set[asyncio.Task[None]] = set()
+
+        def hang_up() -> None:
+            task = loop.create_task(_reload(gateway))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hang_up)
         await gateway.start()
         sdnotify.notify("READY=1")
+        supervised = None
+        if os.environ.get("NOTIFY_SOCKET"):  # STATUS= health line; WATCHDOG=1 if WatchdogSec=
+            supervised = asyncio.create_task(sdnotify.report_forever(
+                lambda: health_line(gateway.health_view()), sdnotify.watchdog_interval()))
         live = None
         if args.live:
             from gateway.live import show_forever
@@ -75,12 +92,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             sdnotify.notify("STOPPING=1")
-            if live is not None:
-                live.cancel()
+            for task in (live, supervised):
+                if task is not None:
+                    task.cancel()
             await gateway.stop()
+
+    async def _reload(gateway: Gateway) -> None:
+        sdnotify.notify(sdnotify.reloading())
+        try:
+            await gateway.reload_from_source("SIGHUP")
+        finally:
+            sdnotify.notify("READY=1")
 
     asyncio.run(main())
     return 0
+
+
+def _private_data_dir(data_dir: Path) -> None:
+    """State and audit files readable by the gateway's user and group only, however it is
+    started (systemd's UMask=0027 is the same): files 0640, directories 0750, and a data
+    dir made looser by hand tightened, which hides files written before this too."""
+    os.umask(0o027)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.chmod(data_dir.stat().st_mode & 0o750)
+    except OSError as exc:  # not ours to change (a shared mount): say so, run all the same
+        import structlog
+
+        structlog.get_logger(__name__).warning(
+            "cannot restrict the data dir to mode 0750", path=str(data_dir),
+            error=exc.strerror or str(exc))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -225,10 +266,11 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The running gateway's status file: health first, then devices, sinks, outbox."""
     from gateway.daemon import STATUS_FILE
+    from gateway.health import health_line
 
-    config = load_or_exit(args.config)
-    path = (Path(args.data_dir) if args.data_dir else config.data_dir) / STATUS_FILE
+    path = _data_dir_of(args) / STATUS_FILE
     if not path.exists():
         print(f"no status at {path}; is the gateway running with this data dir?", file=sys.stderr)
         return 1
@@ -236,25 +278,97 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, ensure_ascii=False))
         return 0
-    age = time.time() - status["ts"]
+    now = time.time()
+    age = now - status["ts"]
     stale = "" if age < 30 else f"  (written {age:.0f} s ago: the gateway may have stopped)"
     print(f"site {status['site']}, gateway pid {status['pid']}{stale}")
+    if status.get("health"):
+        print(f"health: {health_line(status['health'])}")
+    if status.get("reload"):
+        print(_reload_line(status["reload"]))
     rows = []
     for device, d in sorted(status["devices"].items()):
         req = d.get("requests") or {}
         errors = ", ".join(f"{k} {v}" for k, v in sorted((req.get("errors") or {}).items()))
-        last_good = f"{time.time() - d['last_good']:.0f}s ago" if d.get("last_good") else "never"
+        last_good = f"{now - d['last_good']:.0f}s ago" if d.get("last_good") else "never"
         online = {True: "online", False: "OFFLINE", None: "starting"}[d.get("online")]
         rows.append((device, online, d.get("polls"), d.get("failures"), req.get("requests"),
                      errors or "-", _ms(req.get("mean_latency_ms")), last_good))
     print(format_table(("device", "state", "polls", "failed", "requests", "errors",
                         "latency", "last good"), rows))
-    sinks = [(s["sink"], s["behind"], s["delivered"], s["failures"], s["last_error"] or "-")
-             for s in status["sinks"]]
-    print(format_table(("sink", "behind", "delivered", "failures", "last error"), sinks))
+    sinks = [(s["sink"], s["behind"], _seconds(s.get("oldest_unconfirmed_age")), s["delivered"],
+              s["failures"], s["last_error"] or "-") for s in status["sinks"]]
+    print(format_table(("sink", "behind", "oldest", "delivered", "failures", "last error"), sinks))
     box = status["outbox"]
     print(f"outbox: seq {box['committed_seq']}, {box['size_bytes'] / 1e6:.1f} MB, "
           f"{box['dropped_readings']} readings dropped")
+    if status.get("metrics"):
+        print(f"metrics: http://{status['metrics']}/metrics")
+    return 0
+
+
+def _reload_line(reload: dict) -> str:
+    """The applied configuration's hash, and how reloads went."""
+    applied = reload.get("applied_at")
+    when = datetime.fromtimestamp(applied).strftime("%Y-%m-%d %H:%M:%S") if applied else "?"
+    line = (f"config {str(reload.get('config_hash') or '-')[:19]} since {when}; "
+            f"reloads: {reload.get('applied', 0)} applied, {reload.get('failed', 0)} failed")
+    for error in (reload.get("errors") or [])[:5]:
+        line += f"\n  last reload failed: {error}"
+    return line
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if not value else f"{value:.0f} s"
+
+
+def _data_dir_of(args: argparse.Namespace) -> Path:
+    """--data-dir, else site.yaml's data_dir (beside it when relative), read without
+    validating the rest: status and reload must work while the files have an error."""
+    if args.data_dir:
+        return Path(args.data_dir)
+    import yaml
+
+    site = Path(args.config)
+    try:
+        data = yaml.safe_load(site.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return load_or_exit(args.config).data_dir  # prints what is wrong and exits
+    written = Path(str(data.get("data_dir", "data")) if isinstance(data, dict) else "data")
+    written = written.expanduser()
+    return written if written.is_absolute() else site.parent / written
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running gateway to load its files again, as SIGHUP does, over the control
+    socket: audited, and its outcome (or every located error) printed."""
+    from gateway.cli_ops import EXIT_REFUSED, EXIT_UNREACHABLE, login_user, new_request_id
+    from gateway.commands.local import ControlError, request, socket_path
+
+    by = args.by or login_user()
+    command = {"id": new_request_id(), "type": "reload", "by": by}
+    try:
+        reply = request(socket_path(_data_dir_of(args)), command, timeout=RELOAD_WAIT)
+    except ControlError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    result = reply.get("result") or {}
+    if not reply.get("ok"):
+        print(f"reload refused, the running configuration carries on: "
+              f"{(reply.get('error') or 'no reason given').splitlines()[0]}", file=sys.stderr)
+        for error in result.get("errors") or []:
+            print(f"  {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    restarted = result.get("restarted") or []
+    print(f"reloaded ({str(result.get('config_hash') or '')[:19]}): "
+          f"{len(restarted)} device{'s' if len(restarted) != 1 else ''} restarted"
+          + (f" ({', '.join(restarted)})" if restarted else "")
+          + f", added {len(result.get('added') or [])}, removed {len(result.get('removed') or [])}"
+          + f"; {result.get('devices')} devices running")
+    for line in result.get("lines_rebuilt") or []:
+        print(f"  line reopened: {line}")
+    if result.get("restart_needed"):
+        print(f"  takes effect at the next restart: {', '.join(result['restart_needed'])}")
     return 0
 
 
@@ -386,9 +500,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("check", cmd_check, "validate the configuration without touching any device")
 
-    status = add("status", cmd_status, "devices, sinks and outbox of the running gateway")
+    status = add("status", cmd_status, "health, devices, sinks and outbox of the running gateway")
     status.add_argument("--data-dir")
     status.add_argument("--json", action="store_true")
+
+    reload = add("reload", cmd_reload, "load the configuration files again in the running "
+                                       "gateway (invalid ones change nothing)")
+    reload.add_argument("--data-dir", help="the running gateway's data dir, where control.sock "
+                                           "is (default: data_dir from site.yaml)")
+    reload.add_argument("--by", metavar="NAME",
+                        help="who reloads, for the audit log (default: your login name)")
 
     points = add("points", cmd_points, "list the resolved points of every device, or one")
     points.add_argument("device", nargs="?")
@@ -417,6 +538,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.energy.ledger_cli import register as register_energy  # meters, ledger
 
     register_energy(sub, add)
+
+    from gateway.equipment.cli import register as register_equipment  # equipment, report
+
+    register_equipment(sub, add)
 
     discover = sub.add_parser("discover", help="find devices and write their device maps",
                               description="Who-Is, read each device's objects, print them; "

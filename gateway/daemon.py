@@ -1,45 +1,52 @@
-"""The daemon: wires drivers, the pipeline, the outbox and the sinks, and shuts them down in order."""
+"""The daemon: wires devices, the pipeline, the outbox and the sinks; reloads its
+configuration in place; reports its health; shuts down in order."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from drivers.base import Driver
-from drivers.registry import DriverSet
 from gateway import __version__
 from gateway.batch import Event
 from gateway.catalog import Catalog
 from gateway.commands import CommandHandler, LocalControl, build_commands
 from gateway.commands.local import socket_path
 from gateway.config.models import SiteConfig
+from gateway.devices import Devices
+from gateway.devices import create_drivers as _create_drivers  # a seam: benchmarks feed batches
 from gateway.edge import EdgeStages
 from gateway.energy.stage import EnergyStage
-from gateway.health import DeviceHealth
+from gateway.health import DeviceHealth, SinkWatch, SiteFacts, judge
 from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline
-from gateway.poller import poll_forever, poll_specs, report_status_forever, watch_forever
-from gateway.sinks.factory import build_sinks
+from gateway.reload import ReloadRecord
+from gateway.reloader import Reloading
+from gateway.sinks.factory import build_sinks, config_hash
 from gateway.sinks.runner import SinkRunner
 from rules.engine.engine import RuleEngine
 from rules.engine.events import MAINTENANCE
+
+if TYPE_CHECKING:
+    from gateway.metrics import MetricsServer
+    from gateway.web import StatusPage
 
 log = structlog.get_logger(__name__)
 
 STATUS_FILE = "status.json"
 STATUS_FILE_EVERY = 5.0  # seconds
-DRIVER_START_TIMEOUT = 10.0  # seconds; a driver still starting then is polled anyway
 STOP_BUDGET = 4.5  # seconds for the whole shutdown: SIGTERM must end within 5 s
 
 
-class Gateway:
+class Gateway(Reloading):
     """One site's gateway; `start()` then `stop()`, or `run(stop_event)`."""
 
     def __init__(self, config: SiteConfig, *, data_dir: Path | None = None,
@@ -58,26 +65,53 @@ class Gateway:
         self.edge = EdgeStages(config, self.data_dir, clock=clock)
         self.pipeline = Pipeline(self.outbox, self.edge)
         self.pipeline.listeners.append(self._follow_maintenance)
-        self.health: dict[str, DeviceHealth] = {}
-        self.driver_set = DriverSet(config.bacnet)  # owns the buses and clients devices share
-        self.drivers: list[Driver] = []
+        # through `self.edge`, which a reload replaces: the ledger of the stages running now
+        self.pipeline.listeners.append(lambda event: self.edge.equipment.observe(event))
+        self.devices = Devices(self.pipeline, config.bacnet,
+                               lambda device: self.rules.maintenance_modes().get(device))
         self.runners: list[SinkRunner] = []
-        self._poll_tasks: list[asyncio.Task[None]] = []  # the devices' polls, watches and status
+        self.reloads = ReloadRecord()
+        self.sink_watch = SinkWatch(self.outbox, self.runners)  # the sinks' lag and outages
+        self.metrics: MetricsServer | None = None
+        self.web: StatusPage | None = None  # the local status page (web: in site.yaml)
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._status_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self._reload_tasks: set[asyncio.Future[dict[str, object]]] = set()
+        self._started = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
         self.commands: CommandHandler | None = None
         self.control: LocalControl | None = None
 
+    # what commands and views read of the devices
+    @property
+    def drivers(self) -> list[Driver]:
+        return self.devices.drivers
+
+    @property
+    def health(self) -> dict[str, DeviceHealth]:
+        return self.devices.health
+
+    @property
+    def _poll_tasks(self) -> list[asyncio.Task[None]]:
+        return self.devices.tasks
+
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.outbox.open()
         await self._start_edge()
         for sink, linger in build_sinks(self.config, self.catalog, self.data_dir):
             runner = SinkRunner(sink, self.outbox, linger=linger)
             self.runners.append(runner)
             self._sink_tasks.append(asyncio.create_task(runner.run(), name=f"sink:{sink.name}"))
-        await self._start_devices(_create_drivers(self.config, self.driver_set))
+        await self.devices.start(_create_drivers(self.config, self.devices.lines))
+        self.reloads.config_hash, self.reloads.applied_at = config_hash(self.config), time.time()
+        await self.sink_watch.start()
+        self._watch_task = asyncio.create_task(self.sink_watch.watch_forever(), name="watch")
         self._status_task = asyncio.create_task(self.write_status_forever(), name="status")
+        await self._start_metrics(self.config)
         # last: a command may need every driver. The handler always runs (the local CLI
         # commands through it); it listens upstream only when the platform may command.
         self.commands = build_commands(self)
@@ -88,11 +122,14 @@ class Gateway:
             self.control = None
             await self.stop()
             raise
+        await self._start_web()  # after the handler: the page acknowledges through it
+        self._started.set()
         log.info(
             "gateway started",
             version=__version__, site=self.config.site.id, devices=len(self.drivers),
             sinks=[r.name for r in self.runners], data_dir=str(self.data_dir),
             commands_upstream=self.commands.connection is not None,
+            config_hash=self.reloads.config_hash,
         )
 
     @property
@@ -125,114 +162,41 @@ class Gateway:
         health.maintenance_until = modes.get(event.device)
         self.pipeline.emit_event(health.status_event())
 
-    async def _start_devices(self, drivers: list[Driver]) -> None:
-        """Start the drivers together, each with its poll timers, silence watch and status.
+    # --- metrics ---------------------------------------------------------------------
 
-        Together, and each within DRIVER_START_TIMEOUT: one device slow to start (a dead
-        BACnet controller refusing COV subscriptions one timeout at a time) must delay
-        neither its neighbours nor the gateway's readiness.
-        """
-        await asyncio.gather(*(self._start_device(driver) for driver in drivers))
+    async def _start_metrics(self, config: SiteConfig) -> None:
+        if config.metrics is None:
+            return
+        from gateway.metrics import MetricsServer, build_registry
 
-    async def _start_device(self, driver: Driver) -> None:
-        device = driver.device
-        self.drivers.append(driver)  # stop() stops it even if its start is still running
-        health = self.health[device.id] = DeviceHealth(device.id, device.offline_after)
-        health.maintenance_until = self.rules.maintenance_modes().get(device.id)
+        host, port = config.metrics.address
+        server = MetricsServer(build_registry(self), host, port)
         try:
-            await asyncio.wait_for(driver.start(self.pipeline.emit_batch), DRIVER_START_TIMEOUT)
-        except TimeoutError:
-            log.warning("driver slow to start; polling it anyway", device=device.id,
-                        seconds=DRIVER_START_TIMEOUT)
-        except Exception as exc:  # polls will report the device's state as quality
-            log.error("driver failed to start; polling it anyway", device=device.id,
-                      error=repr(exc))
-        # one timer per poll group; the first probes the device while it is offline
-        for number, spec in enumerate(poll_specs(driver)):
-            task = poll_forever(driver, self.pipeline, health, spec, probe=number == 0)
-            name = f"poll:{device.id}:{spec.group}"
-            self._poll_tasks.append(asyncio.create_task(task, name=name))
-        if not driver.poll_groups:  # a push device (MQTT): watched for silence instead
-            silence = getattr(device.connection, "silence", 300.0)
-            watch = watch_forever(driver, self.pipeline, health, silence)
-            self._poll_tasks.append(asyncio.create_task(watch, name=f"watch:{device.id}"))
-        status = report_status_forever(driver, self.pipeline, health)
-        self._poll_tasks.append(asyncio.create_task(status, name=f"status:{device.id}"))
+            await server.start()
+        except OSError as exc:  # a port in use must not keep the gateway from running
+            log.error("metrics endpoint cannot listen; running without it",
+                      listen=config.metrics.listen, error=exc.strerror or str(exc))
+            return
+        self.metrics = server
 
-    async def _stop_devices(self) -> None:
-        """Cancel the device tasks, stop the drivers and close the buses they share."""
-        tasks, self._poll_tasks = self._poll_tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        drivers, self.drivers = self.drivers, []
-        await _bounded(asyncio.gather(*(d.stop() for d in drivers), return_exceptions=True), 0.5)
-        await _bounded(self.driver_set.close(), 1.2)  # closes run together, each bounded
+    async def _start_web(self) -> None:
+        if self.config.web is None:
+            return
+        from gateway.web import start_status_page  # aiohttp's server only when configured
 
-    async def reload(self, config: SiteConfig) -> dict[str, object]:
-        """Apply a changed configuration's devices and profiles without a restart.
+        self.web = await start_status_page(self)
 
-        Drivers and their poll tasks restart with the new config; sinks, the outbox and the
-        upstream connection keep running, so nothing queued is lost. Every new driver is
-        created before an old one stops, so a config no driver can serve (ValueError)
-        changes nothing. What only a restart applies is named in "restart_needed".
-        """
-        async with self._reload_lock:
-            driver_set = DriverSet(config.bacnet)
-            try:
-                drivers = _create_drivers(config, driver_set)
-            except ValueError:
-                await driver_set.close()
-                raise
-            before = {d.id: d for d in self.config.devices}
-            after = {d.id: d for d in config.devices}
-            old_profiles = self.config.profiles
-            changed = sorted(
-                i for i in after.keys() & before.keys()
-                if after[i] != before[i]
-                or config.profiles[after[i].profile] != old_profiles.get(before[i].profile)
-            )
-            restart_needed = [
-                name for name in ("site", "sinks", "upstream", "outbox", "logging", "data_dir")
-                if getattr(config, name) != getattr(self.config, name)
-            ]
-            applied = self.config.model_copy(update={
-                "profiles": config.profiles, "devices": config.devices, "bacnet": config.bacnet,
-                "rule_files": config.rule_files, "sla": config.sla, "rules": config.rules,
-                "energy": config.energy,
-            })
-            try:
-                # rules and meters follow the new profiles and rule files; their state is on
-                # disk, so the new stages carry on where the old ones stopped
-                edge = EdgeStages(applied, self.data_dir, clock=self._clock)
-            except ValueError:
-                await driver_set.close()
-                raise
-            await self._stop_devices()
-            self.config = applied
-            await self.edge.stop()
-            self.edge = self.pipeline.rules = edge
-            await self._start_edge()
-            self.catalog.devices.clear()  # sinks hold this catalog: update it in place
-            self.catalog.devices.update(Catalog.from_config(self.config).devices)
-            self.driver_set = driver_set
-            self.health = {}
-            await self._start_devices(drivers)
-            summary: dict[str, object] = {
-                "devices": len(self.drivers),
-                "added": sorted(after.keys() - before.keys()),
-                "removed": sorted(before.keys() - after.keys()),
-                "changed": changed,  # the device's entry or its profile
-                "restart_needed": restart_needed,
-            }
-            from gateway.sinks.factory import config_hash
-            from gateway.sinks.mqtt import MqttSink
+    async def _stop_web(self) -> None:
+        page, self.web = self.web, None
+        if page is not None:
+            await page.stop()
 
-            for runner in self.runners:  # the platform sees the new config's hash in the birth
-                if isinstance(runner.sink, MqttSink):
-                    await runner.sink.announce(config_hash(config))
-            log.info("configuration reloaded", site=self.config.site.id, **summary)
-            return summary
+    async def _stop_metrics(self) -> None:
+        server, self.metrics = self.metrics, None
+        if server is not None:
+            await server.stop()
+
+    # --- stop ----------------------------------------------------------------------
 
     async def stop(self, budget: float = STOP_BUDGET) -> None:
         """Stop polling, commit what was read, give sinks a moment to deliver, close.
@@ -241,6 +205,7 @@ class Gateway:
         device and dead peers; a step that fails is logged and the next runs all the same.
         Whatever a sink has not delivered stays in the outbox for the next start.
         """
+        self._stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
 
@@ -248,13 +213,17 @@ class Gateway:
             """Seconds left for a step that must leave `reserve` for the steps after it."""
             return max(0.05, deadline - reserve - loop.time())
 
-        if self.control is not None:  # first: no new local commands while stopping
+        if self.web is not None:  # first: no new acknowledgements from the page
+            await _step("status page", self._stop_web(), min(0.3, until(4.2)))
+        if self.control is not None:  # then no new local commands
             await _step("local control", self.control.stop(), min(0.5, until(4.0)))
         if self.commands is not None:  # before the drivers: a write in flight may finish
             await _step("commands", self.commands.close(), min(1.0, until(3.5)))
-        if self._status_task is not None:
-            self._status_task.cancel()
-            await asyncio.gather(self._status_task, return_exceptions=True)
+        for task in (self._status_task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await _step("metrics", self._stop_metrics(), min(0.3, until(3.2)))
         await _step("devices", self._stop_devices_locked(), until(3.0))
         await _step("rules and energy", self.edge.stop(), until(2.7))
         await _step("outbox flush", self.outbox.flush(), until(2.5))
@@ -277,7 +246,7 @@ class Gateway:
 
     async def _stop_devices_locked(self) -> None:
         async with self._reload_lock:
-            await self._stop_devices()
+            await self.devices.stop_all()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
@@ -286,27 +255,65 @@ class Gateway:
         finally:
             await self.stop()
 
+    # --- status and health -----------------------------------------------------------
+
     def status(self) -> dict[str, object]:
-        """What `gateway status` shows: devices with their request statistics, sinks, outbox."""
-        stats = {d.device.id: d.stats() for d in self.drivers}
+        """What `gateway status` shows: health, devices with their request statistics,
+        sinks, outbox, reloads."""
+        now = time.time()
+        sinks = self.sinks_view(now)
+        disk = self.disk_usage()
         return {
             "site": self.config.site.id,
-            "ts": time.time(),
+            "ts": now,
             "pid": os.getpid(),
-            "devices": {
-                device: {**health.snapshot(), "requests": stats.get(device, {})}
-                for device, health in self.health.items()
-            },
-            "sinks": [r.status() for r in self.runners],
+            "health": self.health_view(now, sinks),
+            "devices": self.devices.status(),
+            "sinks": sinks,
             **self.edge.status(),
             "stage_errors": self.pipeline.stage_errors,  # batches the edge stages failed on
             "outbox": {
                 "committed_seq": self.outbox.stats.committed_seq,
                 "dropped_readings": self.outbox.stats.dropped_readings,
                 "size_bytes": self.outbox.stats.size_bytes,
+                "max_size": self.outbox.max_size,
             },
+            "disk": None if disk is None else {"total_bytes": disk[0], "free_bytes": disk[1]},
+            "reload": self.reloads.snapshot(),
+            "metrics": self.metrics.where if self.metrics is not None else None,
+            "web": self.web.stats() if self.web is not None else None,
         }
 
+    def sinks_view(self, now: float) -> list[dict[str, object]]:
+        """Each sink's runner status with its lag and how long it has been failing."""
+        return self.sink_watch.sinks(now)
+
+    def health_view(self, now: float | None = None,
+                    sinks: list[dict[str, object]] | None = None) -> dict[str, object]:
+        """OK, or DEGRADED with the reasons (gateway/health.py `judge`)."""
+        now = time.time() if now is None else now
+        maintenance = self.rules.maintenance_modes()
+        facts = SiteFacts(
+            offline=sorted(d for d, h in self.health.items()
+                           if h.online is False and d not in maintenance),
+            reload_failed_at=self.reloads.failed_at,
+        )
+        for sink in self.sinks_view(now) if sinks is None else sinks:
+            facts.add_sink(sink)
+        disk = self.disk_usage()
+        if disk is not None and disk[0] > 0:
+            facts.disk_free = disk[1] / disk[0]
+        if self.outbox.max_size:
+            facts.outbox_fill = self.outbox.stats.size_bytes / self.outbox.max_size
+        return judge(facts)
+
+    def disk_usage(self) -> tuple[int, int] | None:
+        """(total, free) bytes of the data dir's file system; None when it cannot be read."""
+        try:
+            usage = shutil.disk_usage(self.data_dir)
+        except OSError:
+            return None
+        return usage.total, usage.free
 
     async def write_status_forever(self, every: float = STATUS_FILE_EVERY) -> None:
         """Keep <data_dir>/status.json current for `gateway status` (atomically replaced)."""
@@ -320,15 +327,6 @@ class Gateway:
             except Exception as exc:  # a bug in a view must not stop the file for good
                 log.exception("could not build the status", error=repr(exc))
             await asyncio.sleep(every)
-
-
-def _create_drivers(config: SiteConfig, driver_set: DriverSet) -> list[Driver]:
-    """A driver for every enabled device; nothing connects until it is started."""
-    return [
-        driver_set.create(device, config.profiles[device.profile])
-        for device in config.devices
-        if device.enabled
-    ]
 
 
 def _replace_file(path: Path, text: str) -> None:
@@ -345,8 +343,3 @@ async def _step(what: str, awaitable, timeout: float) -> None:
         log.warning("shutdown step ran out of time", step=what, seconds=round(timeout, 2))
     except Exception as exc:
         log.error("shutdown step failed", step=what, error=repr(exc))
-
-
-async def _bounded(awaitable, timeout: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(awaitable, timeout)

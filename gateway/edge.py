@@ -6,6 +6,12 @@ Energy first, because its rollups, loss rates and night flows are readings the r
 read (a loss alarm, a night leak): every batch the energy stage produces is evaluated by
 the rules in the same pass. Derived points the rules produce are not fed back: the
 engine has already evaluated what reads them.
+
+The patrol stage (gateway/patrol) comes last: it reads visits out of checkpoint devices'
+readings and judges patrol rounds on its own timer, raising a missed checkpoint's alarm
+through the rule engine. The equipment stage (gateway/equipment) keeps the ledger from
+every event the pipeline stores and sends each closed day's KPIs; its intact-rate alarms go
+through the engine as well.
 """
 
 from __future__ import annotations
@@ -21,12 +27,16 @@ import structlog
 from gateway.batch import Batch, Event
 from gateway.config.models import SiteConfig
 from gateway.energy.stage import EnergyStage
+from gateway.equipment.stage import EquipmentStage
+from gateway.patrol.stage import PatrolStage
 from rules.engine.engine import RuleEngine
 from rules.engine.runner import RuleRunner
 
 log = structlog.get_logger(__name__)
 
 ENERGY_TICK = 5.0  # seconds: group periods and night windows close within this of their end
+PATROL_TICK = 1.0  # seconds: a patrol round is judged within this of its end
+EQUIPMENT_TICK = 5.0  # seconds: a closed day's KPIs and the ledger's events go out within this
 
 Output = list[Batch | Event]
 Emit = Callable[[Output], None]
@@ -43,6 +53,13 @@ class EdgeStages:
                  clock: Callable[[], float] = time.time) -> None:
         self.energy = EnergyStage(config, data_dir, clock=clock)
         self.rules = RuleEngine(config, data_dir, clock=clock)
+        # patrols raise their missed-checkpoint alarms through the engine (docs/patrols.md)
+        self.patrol = PatrolStage(config, data_dir, clock=clock, alarms=self.rules)
+        self._patrol_task: asyncio.Task[None] | None = None
+        # the equipment ledger follows every event (the daemon makes `observe` a pipeline
+        # listener); its intact-rate alarms go through the engine too (docs/equipment.md)
+        self.equipment = EquipmentStage(config, data_dir, clock=clock, alarms=lambda: self.rules)
+        self._equipment_task: asyncio.Task[None] | None = None
         self._tick = config.rules.tick
         self._runner: RuleRunner | None = None
         self._energy_task: asyncio.Task[None] | None = None
@@ -51,7 +68,8 @@ class EdgeStages:
     def process(self, batch: Batch) -> Output:
         """One poll: what it caused in energy (and what that caused in the rules), then in
         the rules."""
-        return self.evaluate(self.energy.process(batch)) + self.rules.process(batch)
+        return (self.evaluate(self.energy.process(batch)) + self.rules.process(batch)
+                + self.patrol.process(batch))
 
     def evaluate(self, items: Output) -> Output:
         """Energy outputs with what their batches cause in the rules, in order."""
@@ -72,9 +90,13 @@ class EdgeStages:
         measured = self.energy.open()
         emit(self.rules.open())
         emit(self.evaluate(measured))
+        emit(self.patrol.open())  # after the engine: a round missed while down raises there
+        emit(self.equipment.open())  # after the engine too: its intact-rate alarms
         self._runner = RuleRunner(self.rules, lambda item: emit([item]), self._tick)
         await self._runner.start()
         self._energy_task = asyncio.create_task(self._energy_forever(), name="energy")
+        self._patrol_task = asyncio.create_task(self._patrol_forever(), name="patrol")
+        self._equipment_task = asyncio.create_task(self._equipment_forever(), name="equipment")
 
     async def _energy_forever(self) -> None:
         assert self._emit is not None
@@ -85,8 +107,41 @@ class EdgeStages:
             except Exception as exc:  # a bug costs one tick, never the timer
                 log.exception("energy tick failed", error=repr(exc))
 
+    async def _patrol_forever(self) -> None:
+        assert self._emit is not None
+        while True:
+            await asyncio.sleep(PATROL_TICK)
+            try:
+                self._emit(self.patrol.tick())
+            except Exception as exc:  # a bug costs one tick, never the timer
+                log.exception("patrol tick failed", error=repr(exc))
+
+    async def _equipment_forever(self) -> None:
+        assert self._emit is not None
+        while True:
+            await asyncio.sleep(EQUIPMENT_TICK)
+            try:
+                self._emit(self.equipment.tick())
+            except Exception as exc:  # a bug costs one tick, never the timer
+                log.exception("equipment tick failed", error=repr(exc))
+
     async def stop(self) -> None:
-        """Stop the timers, save and close both stages."""
+        """Stop the timers, save and close the stages."""
+        if self._equipment_task is not None:
+            self._equipment_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._equipment_task
+            self._equipment_task = None
+            if self._emit is not None:
+                try:  # what the ledger has not handed on yet goes out now, not at the next start
+                    self._emit(self.equipment.tick())
+                except Exception as exc:
+                    log.exception("equipment tick failed", error=repr(exc))
+        if self._patrol_task is not None:
+            self._patrol_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._patrol_task
+            self._patrol_task = None
         if self._energy_task is not None:
             self._energy_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -95,7 +150,7 @@ class EdgeStages:
         if self._runner is not None:
             await self._runner.stop()
             self._runner = None
-        for stage in (self.energy, self.rules):  # one failing to close must not keep the other open
+        for stage in (self.energy, self.rules, self.patrol, self.equipment):  # one failing must not keep another open
             try:
                 stage.close()
             except Exception as exc:
@@ -110,4 +165,6 @@ class EdgeStages:
             "tickets": self.rules.tickets(open_only=True),
             "maintenance": self.rules.maintenance_modes(),
             "energy": self.energy.stats(),
+            "patrol": self.patrol.stats(),
+            "equipment": self.equipment.status(),
         }

@@ -47,11 +47,18 @@ INFLUXD = "/usr/bin/influxd"
 VICTORIA = "/usr/bin/victoria-metrics"
 
 SOCAT = "/usr/bin/socat"  # serial pty pairs for Modbus RTU tests
+# the status page's browser tests: Debian's Chromium, driven through Debian's chromedriver
+# (Selenium is given its path, so it never tries to download a driver)
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 _PACKAGES = {
     MOSQUITTO: "mosquitto", INFLUXD: "influxdb", VICTORIA: "victoria-metrics", SOCAT: "socat",
+    CHROMIUM: "chromium", CHROMEDRIVER: "chromium-driver",
 }
 
 __all__ = [
+    "CHROMEDRIVER",
+    "CHROMIUM",
     "HOST",
     "SOCAT",
     "MosquittoAccounts",

@@ -45,13 +45,14 @@ def build_commands(gateway: Gateway) -> CommandHandler:
     audit = AuditLog(gateway.data_dir / AUDIT_FILE)
     audit.open()
     if sink is None:
-        return CommandHandler(gateway, None, audit, via=LOCAL_VIA, access=CommandAccess(allow))
+        return CommandHandler(gateway, None, audit, via=LOCAL_VIA, access=CommandAccess(allow),
+                              load=gateway.load_config)
     assert upstream is not None  # _upstream_sink found its sink
     # the sink's own topics: commands and replies sit beside its telemetry, by construction
     handler = CommandHandler(
         gateway, sink, audit, commands_topic=sink.topics.commands, reply_topic=sink.topics.reply,
         via=upstream.username or sink.client_id,
-        access=CommandAccess(allow, sink.topics.commands),
+        access=CommandAccess(allow, sink.topics.commands), load=gateway.load_config,
     )
     handler.attach()
     return handler

@@ -9,6 +9,8 @@ The gateway can only name a sender someone else vouches for:
   as trustworthy as the broker's ACL, and no more (docs/commands.md, "Who may command").
 - site engineers on the box: the kernel names the Unix user at the other end of the
   control socket (SO_PEERCRED), audited as `cli:<user>`.
+- whoever logged in to the local status page (gateway/web) with a password from
+  `web.password_file`: the login the password belongs to, audited as `web:<login>`.
 
 A command's own `by` field is what the operator says about themselves: audited as
 `who`, never used to decide.
@@ -41,7 +43,8 @@ KIND_OF = {
 }
 KINDS = tuple(CommandAllow.model_fields)
 
-Channel = Literal["mqtt", "upstream", "cli"]
+Channel = Literal["mqtt", "upstream", "cli", "web"]
+_NAMED = ("mqtt", "cli", "web")  # channels whose audit name says the channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,8 @@ class Caller:
 
     `mqtt`: a principal topic (`name` is the MQTT user or client id the broker vouches
     for); `upstream`: the plain commands topic, sender unknown (`name` is our own
-    connection); `cli`: the control socket (`name` the Unix user, `groups` its groups).
+    connection); `cli`: the control socket (`name` the Unix user, `groups` its groups);
+    `web`: the status page (`name` the login whose password was given).
     """
 
     channel: Channel
@@ -59,14 +63,16 @@ class Caller:
 
     @property
     def via(self) -> str:
-        """How the audit log names the channel: `mqtt:<user>`, `cli:<user>`, or the name."""
-        return f"{self.channel}:{self.name}" if self.channel in ("mqtt", "cli") else self.name
+        """How the audit log names the channel: `mqtt:<user>`, `cli:<user>`, `web:<login>`,
+        or the name."""
+        return f"{self.channel}:{self.name}" if self.channel in _NAMED else self.name
 
     @classmethod
     def of_via(cls, via: str) -> Caller:
-        """A caller from an audit name (`cli:ops`, `mqtt:ops`, else a connection's name)."""
+        """A caller from an audit name (`cli:ops`, `mqtt:ops`, `web:admin`, else a
+        connection's name)."""
         channel, _, name = via.partition(":")
-        if name and channel in ("cli", "mqtt"):
+        if name and channel in _NAMED:
             return cls(channel, name)  # type: ignore[arg-type]
         return cls("upstream", via)
 
@@ -136,9 +142,12 @@ class CommandAccess:
 
 def _matches(entry: str, caller: Caller) -> bool:
     """Whether one allow-list entry names this caller: a bare name an MQTT user or client
-    id; `cli:<user>`, `cli:@<group>` or `cli:*` a local user."""
+    id; `cli:<user>`, `cli:@<group>` or `cli:*` a local user; `web:<login>` or `web:*` a
+    status page login."""
     if caller.channel == "mqtt":
-        return not entry.startswith("cli:") and entry == caller.name
+        return not entry.startswith(("cli:", "web:")) and entry == caller.name
+    if caller.channel == "web":
+        return entry in ("web:*", f"web:{caller.name}")
     if caller.channel != "cli" or not entry.startswith("cli:"):
         return False
     who = entry.removeprefix("cli:")

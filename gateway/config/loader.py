@@ -19,6 +19,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from gateway.config.energy_loader import check_energy
 from gateway.config.errors import ConfigError, ConfigIssue, KeyPath, display_path
 from gateway.config.explain import describe, did_you_mean, explain
+from gateway.config.kpi_models import check_kpi
 from gateway.config.models import (
     Device,
     HistorySinkConfig,
@@ -31,6 +32,7 @@ from gateway.config.models import (
     Secret,
     SiteConfig,
 )
+from gateway.config.patrol_loader import check_patrols
 from gateway.config.rule_loader import RuleSources, check_rules, validate_rule_file
 from gateway.config.yaml_source import YamlDocument, load_yaml, value_at
 
@@ -112,6 +114,10 @@ class _SiteLoader:
         if site is not None and site_doc is not None:
             self.issues.extend(check_energy(site, site_doc, self.profiles, self.devices,
                                             self.known_profiles, incomplete=self.incomplete))
+            self.issues.extend(check_patrols(site, site_doc, self.profiles, self.devices,
+                                             incomplete=self.incomplete))
+            self.issues.extend(check_kpi(site, site_doc, self.devices, self.profiles,
+                                         incomplete=self.incomplete))
             self._check_sink_names(site, site_doc)
             site = self._resolve_secrets(site, site_doc)
         elif site_doc is not None:
@@ -443,13 +449,36 @@ class _SiteLoader:
         return secret.model_copy(update={"file": file, "value": SecretStr(value)})
 
 
+def _secret_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` whose type may hold a Secret somewhere inside, found once per
+    class: the loader walks only those (a thousand devices, a few fields each)."""
+    fields = _SECRET_FIELDS.get(model)
+    if fields is None:
+        _SECRET_FIELDS[model] = tuple(model.model_fields)  # a model inside itself: walk all
+        fields = _SECRET_FIELDS[model] = tuple(
+            name for name, info in model.model_fields.items() if _may_hold_secret(info.annotation)
+        )
+    return fields
+
+
+def _may_hold_secret(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        if issubclass(annotation, Secret):
+            return True
+        return issubclass(annotation, BaseModel) and bool(_secret_fields(annotation))
+    return any(_may_hold_secret(arg) for arg in get_args(annotation))  # unions, lists, dicts
+
+
+_SECRET_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
 def _replace_secrets(node: Any, path: KeyPath, resolve: Any) -> Any:
     """A copy of `node` with every Secret replaced by resolve(secret, path); frozen models are rebuilt."""
     if isinstance(node, Secret):
         return resolve(node, path)
     if isinstance(node, BaseModel):
         changes = {}
-        for name in type(node).model_fields:
+        for name in _secret_fields(type(node)):  # a Modbus device: none, nothing to walk
             value = getattr(node, name)
             new = _replace_secrets(value, (*path, name), resolve)
             if new is not value:

@@ -24,6 +24,8 @@ from pydantic import (
 )
 
 from gateway.config.energy_models import CounterMark, EnergyConfig, MeterConfig
+from gateway.config.kpi_models import KpiConfig
+from gateway.config.patrol_models import PatrolsConfig
 from gateway.config.rule_models import MaintenanceTask, Rule, RuleFile, RulesConfig, SlaConfig
 from gateway.config.types import (  # noqa: F401 (re-exported: models are imported from here)
     ID_PATTERN,
@@ -37,6 +39,7 @@ from gateway.config.types import (  # noqa: F401 (re-exported: models are import
     parse_duration,
     parse_size,
 )
+from gateway.config.web_models import WebConfig, web_switch
 
 
 class Secret(Model):
@@ -157,9 +160,11 @@ class TlsConfig(Model):
 
 
 # Who may send which kind of command: an MQTT user (or client id) named by the command's
-# topic level, which the broker's ACL vouches for, or a local CLI user (`cli:<user>`,
-# `cli:@<group>`, `cli:*`). docs/commands.md "Who may command" has the trust model.
+# topic level, which the broker's ACL vouches for, a local CLI user (`cli:<user>`,
+# `cli:@<group>`, `cli:*`), or a status page login (`web:<login>`, `web:*`).
+# docs/commands.md "Who may command" has the trust model.
 _CLI_PRINCIPAL = re.compile(r"^cli:(\*|@?[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?)$")
+_WEB_PRINCIPAL = re.compile(r"^web:(\*|[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})$")
 _MQTT_PRINCIPAL = re.compile(r"^[^/+#\s\x00-\x1f$][^/+#\s\x00-\x1f]{0,127}$")
 
 
@@ -170,6 +175,10 @@ def _principal(value: str) -> str:
                 f"{value!r} is not a local user: write cli:<user>, cli:@<group> or cli:* (any "
                 "user who may open the control socket)"
             )
+    elif value.startswith("web:"):
+        if not _WEB_PRINCIPAL.match(value):
+            raise ValueError(f"{value!r} is not a status page login: write web:<login> (a login "
+                             "of web.password_file) or web:* (any of them)")
     elif not _MQTT_PRINCIPAL.match(value):
         raise ValueError(
             f"{value!r} is not an MQTT user or client id that can be a topic level: no /, +, #, "
@@ -731,7 +740,12 @@ class SiteConfig(Model):
     include: Include = Include()
     sla: SlaConfig = SlaConfig()
     energy: EnergyConfig = EnergyConfig()
+    patrols: PatrolsConfig = PatrolsConfig()  # guard patrols (巡更): docs/patrols.md
     rules: RulesConfig = RulesConfig()
+    kpi: KpiConfig = KpiConfig()  # equipment KPIs: intact-rate groups, fault severities
+    metrics: MetricsConfig | None = None  # the local /metrics endpoint; None: off
+    # the local status page (docs/status-page.md); None: off
+    web: Annotated[WebConfig | None, BeforeValidator(web_switch)] = None
     profiles: dict[str, Profile] = Field(default_factory=dict, exclude=True)
     devices: list[Device] = Field(default_factory=list, exclude=True)
     rule_files: list[RuleFile] = Field(default_factory=list, exclude=True)

@@ -39,6 +39,7 @@ def config_hash(config: SiteConfig) -> str:
     data["devices"] = sorted(
         (d.model_dump(mode="json") for d in config.devices), key=lambda d: d["id"]
     )
+    data["rule_files"] = [f.model_dump(mode="json") for f in config.rule_files]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -1,5 +1,7 @@
 """Every alarm the engine runs: one per rule with `alarm:`, hidden debouncers for rules
-that open tickets without an alarm, and SLA alarms raised when a ticket runs late.
+that open tickets without an alarm, SLA alarms raised when a ticket runs late, and
+external alarms another stage decides (a missed patrol checkpoint, an intact rate below
+its target) but that live the same life cycle (ack, shelve, retained upstream).
 
 The alarms themselves are `rules/alarms`; this module decides which exist, what they
 are called, and what becomes of saved state when the configuration changed (an alarm
@@ -22,6 +24,8 @@ from rules.tickets import Status, TicketBook, TicketError
 log = structlog.get_logger(__name__)
 
 SLA_SEVERITY = "major"
+# rules_state.db kind of the external alarms' definitions (their states are in alarms.db)
+EXTERNAL_ALARM = "external_alarm"
 
 
 def literal(text: str) -> str:
@@ -80,6 +84,29 @@ class SlaWatch:
         return ticket.active
 
 
+@dataclass(slots=True)
+class ExternalAlarm:
+    """An alarm raised and cleared by another stage through `RuleEngine.raise_external`.
+
+    `owner` names that stage ("patrol", "kpi"): it lists its alarms with
+    `external_alarms(owner)` and forgets those its configuration no longer has.
+    `context` is the owner's own JSON-ready data about the alarm (the round a checkpoint
+    was missed in), kept with it across restarts.
+    """
+
+    alarm_id: str
+    device: str
+    severity: str
+    message: str
+    owner: str
+    name: str
+    context: dict[str, Any]
+
+    def definition(self) -> AlarmDefinition:
+        return AlarmDefinition(id=self.alarm_id, device=self.device, severity=self.severity,
+                               message=literal(self.message), chatter_limit=None)
+
+
 class AlarmSet:
     """The alarms by id, with their names and the rules behind them."""
 
@@ -89,6 +116,7 @@ class AlarmSet:
         self.rules: dict[str, CompiledRule] = {}  # rule id → rule, alarms and debouncers
         self.debouncers: dict[str, Alarm] = {}  # hidden, by rule id
         self.sla: dict[str, SlaWatch] = {}  # SLA alarms by alarm id
+        self.external: dict[str, ExternalAlarm] = {}  # external alarms by alarm id
         for rule in rules:
             if rule.when is None:
                 continue
@@ -106,7 +134,8 @@ class AlarmSet:
     def of_device(self, device: str) -> Iterator[Alarm]:
         """The device's rule alarms and debouncers (what maintenance mode suppresses)."""
         for alarm_id, alarm in self.alarms.items():
-            if alarm_id not in self.sla and alarm.definition.device == device:
+            if (alarm_id not in self.sla and alarm_id not in self.external
+                    and alarm.definition.device == device):
                 yield alarm
         for alarm in self.debouncers.values():
             if alarm.definition.device == device:
@@ -141,14 +170,54 @@ class AlarmSet:
         self.alarms.pop(alarm_id, None)
         self.names.pop(alarm_id, None)
 
+    # -- external alarms ---------------------------------------------------------------
+
+    def external_alarm(self, spec: ExternalAlarm) -> Alarm:
+        """The external alarm `spec` describes, created or brought up to date (its message
+        and severity may change from one raise to the next).
+
+        ValueError when the id is a rule's or an SLA alarm's, or another owner's.
+        """
+        known = self.external.get(spec.alarm_id)
+        if known is None and (spec.alarm_id in self.alarms or spec.alarm_id in self.debouncers):
+            raise ValueError(f"alarm id {spec.alarm_id} is already a rule's or an SLA alarm's")
+        if known is not None and known.owner != spec.owner:
+            raise ValueError(f"alarm {spec.alarm_id} belongs to {known.owner}, not {spec.owner}")
+        self.external[spec.alarm_id] = spec
+        self.names[spec.alarm_id] = spec.name
+        alarm = self.alarms.get(spec.alarm_id)
+        if alarm is None:
+            alarm = self.alarms[spec.alarm_id] = Alarm(spec.definition())
+        else:
+            alarm.definition = spec.definition()
+        return alarm
+
+    def drop_external(self, alarm_id: str) -> None:
+        self.external.pop(alarm_id, None)
+        self.alarms.pop(alarm_id, None)
+        self.names.pop(alarm_id, None)
+
+    def external_snapshot(self) -> dict[str, dict[str, Any]]:
+        return {alarm_id: asdict(spec) for alarm_id, spec in self.external.items()}
+
     # -- restart -----------------------------------------------------------------------
 
     def restore(self, saved: Mapping[str, Mapping[str, Any]], debouncers: Mapping[str, Any],
-                sla: Mapping[str, Mapping[str, Any]]) -> list[str]:
-        """Saved states onto the alarms that still exist; the ids of saved alarms to forget."""
+                sla: Mapping[str, Mapping[str, Any]],
+                external: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+        """Saved states onto the alarms that still exist; the ids of saved alarms to forget.
+
+        External alarms exist as long as their owner keeps them: their definitions come
+        back from `external` (those with a saved state)."""
         for alarm_id, body in sla.items():
             if alarm_id in saved:
                 self.sla_alarm(SlaWatch(**body))
+        for alarm_id, body in (external or {}).items():
+            if alarm_id in saved and alarm_id not in self.alarms:
+                try:
+                    self.external_alarm(ExternalAlarm(**body))
+                except (TypeError, ValueError) as exc:
+                    log.warning("external alarm not restored", alarm=alarm_id, error=str(exc))
         for alarms, states in ((self.alarms, saved), (self.debouncers, debouncers)):
             for alarm_id, alarm in list(alarms.items()):
                 if alarm_id in states:

@@ -83,6 +83,9 @@ class DerivedBatches:
         entry[2].append(value)
         entry[3].append(Quality.GOOD.value if value is not None else Quality.DECODE_ERROR.value)
 
+    def __bool__(self) -> bool:
+        return bool(self._devices)
+
     def batches(self) -> list[Batch]:
         out = []
         for device, (ts, points, values, quality) in self._devices.items():

@@ -14,15 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from gateway.batch import Batch, Event, Quality
 from gateway.config.models import SiteConfig
-from rules.alarms import Alarm, AlarmEvent, AlarmState, EventType
+from rules.alarms import Alarm, AlarmEvent, AlarmState, EventType, Severity
 from rules.compile import CompiledRule, compile_rules
 from rules.engine import events
-from rules.engine.alarm_set import AlarmSet, SlaWatch
+from rules.engine.alarm_set import EXTERNAL_ALARM, AlarmSet, ExternalAlarm, SlaWatch
 from rules.engine.call import Call
 from rules.engine.commands import Commands
 from rules.engine.derived import Counter
@@ -89,7 +90,8 @@ class RuleEngine(Commands, Views):
         stores = self._stores = EngineStores(self.data_dir)
         state = stores.state
         saved = stores.alarms.load()
-        gone = self.alarm_set.restore(saved, state.load(DEBOUNCER), state.load(SLA_ALARM))
+        gone = self.alarm_set.restore(saved, state.load(DEBOUNCER), state.load(SLA_ALARM),
+                                      state.load(EXTERNAL_ALARM))
         stores.forget(gone)
         stores.tickets.load_into(self.book, self.schedule)
         stores.loaded_schedule(self.schedule)
@@ -126,8 +128,7 @@ class RuleEngine(Commands, Views):
         self._stores_open()
         out = Call(batch.ts)
         self.history.record_batch(batch)
-        prefix = batch.device + "."
-        self._run(out, self.index.agenda(prefix + point for point in batch.points))
+        self._run(out, self.index.batch_agenda(batch.device, batch.points))
         self._check_flood(out)
         return self._finish(out)
 
@@ -196,7 +197,11 @@ class RuleEngine(Commands, Views):
         alarm = self.alarm_set.for_rule(rule.id)
         assert alarm is not None
         values = self.evaluator.template_values(rule) if rule.template_points else None
-        self._step(out, alarm, lambda: alarm.update(out.now, truth, values))
+        # `_step` inlined: most evaluations of most rules change nothing
+        before = (alarm.last_change, alarm.pending)
+        happened = alarm.update(out.now, truth, values)
+        if happened or (alarm.last_change, alarm.pending) != before:
+            self._stepped(out, alarm, before, happened)
 
     def _every_due(self, rule: CompiledRule, now: float) -> bool:
         """A derived point is a reading: on the timer only at its `every:` pace."""
@@ -214,9 +219,14 @@ class RuleEngine(Commands, Views):
     def _step(self, out: Call, alarm: Alarm, step: Callable[[], list[AlarmEvent]]) -> None:
         """Run one alarm operation; note the alarm if it changed, act on its events."""
         before = (alarm.last_change, alarm.pending)
-        happened = step()
+        self._stepped(out, alarm, before, step())
+
+    def _stepped(self, out: Call, alarm: Alarm, before: tuple[Any, ...],
+                 happened: list[AlarmEvent]) -> None:
         hidden = self.alarm_set.hidden(alarm)
-        if (alarm.last_change, alarm.pending) != before:
+        # an event changes what must be saved even within the second `last_change` moved in
+        # (an ack the same second as the raise)
+        if happened or (alarm.last_change, alarm.pending) != before:
             out.changed(alarm, hidden=hidden)
         for event in happened:
             if not hidden:
@@ -275,13 +285,90 @@ class RuleEngine(Commands, Views):
         usage = usage_counters(self.schedule, self.evaluator.latest_good, self.counters)
         for request in self.schedule.due(out.now, usage, self.book.active_keys()):
             self._ticket_events(out, self.book.open(request, out.now)[1])
+        # only `due` moves the schedule: comparing it at the end of every batch was not free
+        self._stores_open().schedule(self.schedule)
 
+
+    # -- alarms other stages decide -----------------------------------------------------------
+    #
+    # A stage that judges something the rules cannot see (a patrol round, an intact rate)
+    # raises its alarm here, so it lives the same life as a rule's: raised, acknowledged,
+    # shelved, retained upstream, saved across restarts. Its id is the caller's and must
+    # not be a rule's; maintenance mode does not suppress it (it is about the service, not
+    # the device). The caller decides when the condition ends (`clear_external`); the
+    # operator's ack then closes it, as for any alarm.
+
+    def raise_external(self, alarm_id: str, device: str, severity: str, message: str, *,
+                       owner: str, name: str | None = None, context: dict[str, Any] | None = None,
+                       now: float | None = None) -> list[Event]:
+        """Raise the alarm (or keep it raised with this message, severity and context).
+
+        `owner` names the calling stage; `name` is what people call the alarm (default
+        the message); `context` is the owner's JSON-ready data, returned by
+        `external_alarms`. ValueError when `alarm_id` is a rule's alarm or another owner's.
+        """
+        spec = ExternalAlarm(alarm_id, device, str(Severity(severity)), message, owner,
+                             name or message, dict(context or {}))
+        with self._command(now) as out:
+            alarm = self.alarm_set.external_alarm(spec)
+            self._stores_open().replace(EXTERNAL_ALARM, self.alarm_set.external_snapshot())
+            self._step(out, alarm, lambda: alarm.update(out.now, True))
+            if alarm.message != message:  # raised before: the newest raise says why
+                alarm.message = message
+                out.changed(alarm, hidden=False)
+            self._check_flood(out)
+        return self._events(out)
+
+    def clear_external(self, alarm_id: str, *, now: float | None = None) -> list[Event]:
+        """The condition of an external alarm is over: active → returned (or cleared when
+        acknowledged). An unknown or already clear alarm is left alone."""
+        alarm = self.alarm_set.alarms.get(alarm_id)
+        if alarm_id not in self.alarm_set.external or alarm is None:
+            return []
+        with self._command(now) as out:
+            self._step(out, alarm, lambda: alarm.update(out.now, False))
+        return self._events(out)
+
+    def forget_external(self, alarm_id: str, *, now: float | None = None) -> list[Event]:
+        """Remove an external alarm its owner no longer has (a plan taken out of the
+        configuration); one still shown upstream has its retained state cleared."""
+        alarm = self.alarm_set.alarms.get(alarm_id)
+        if alarm_id not in self.alarm_set.external or alarm is None:
+            return []
+        with self._command(now) as out:
+            if alarm.state is not AlarmState.NORMAL:
+                out.events.append(events.alarm_removed(alarm_id, out.now))
+            self.alarm_set.drop_external(alarm_id)
+            stores = self._stores_open()
+            stores.forget([alarm_id])
+            stores.replace(EXTERNAL_ALARM, self.alarm_set.external_snapshot())
+        return self._events(out)
+
+    def external_alarms(self, owner: str) -> dict[str, dict[str, Any]]:
+        """The external alarms of `owner` by id: device, state, whether the condition
+        holds (`active`), when raised, and the owner's `context`."""
+        out: dict[str, dict[str, Any]] = {}
+        for alarm_id, spec in self.alarm_set.external.items():
+            alarm = self.alarm_set.alarms.get(alarm_id)
+            if spec.owner != owner or alarm is None:
+                continue
+            out[alarm_id] = {"device": spec.device, "state": str(alarm.state),
+                             "active": alarm.condition, "raised_at": alarm.raised_at,
+                             "severity": spec.severity, "message": alarm.message,
+                             "context": dict(spec.context)}
+        return out
 
     # -- the end of every call -------------------------------------------------------------
 
     def _finish(self, out: Call) -> Output:
         """Outputs in order (derived points, events, then the states they left), then save."""
         stores = self._stores_open()
+        tickets = self.book.changed()
+        if not (tickets or out.events or out.derived or out.alarms or out.debouncers
+                or self._backlog or out.sla or out.maintenance or out.save_counters
+                or self.alarm_set.sla):  # most polls change nothing
+            stores.flush(self.book, self.schedule)  # what failed to save is retried
+            return []
         items: Output = [*self._backlog, *out.derived.batches(), *out.events]
         self._backlog = []
         for alarm in out.alarms.values():
@@ -289,10 +376,8 @@ class RuleEngine(Commands, Views):
             stores.alarm(alarm)
         for alarm in out.debouncers.values():
             stores.alarm(alarm, hidden=True)
-        tickets = self.book.changed()
         items.extend(events.ticket_state(t, out.now) for t in tickets)
         stores.tickets_changed(tickets)
-        stores.schedule(self.schedule)
         done = [i for i, w in self.alarm_set.sla.items() if self._sla_done(i, w)]
         for alarm_id in done:
             self.alarm_set.drop_sla(alarm_id)

@@ -36,6 +36,8 @@ class Evaluator:
         self.evaluations = 0
         self.errors = 0
         self._logged: dict[str, float] = {}
+        self._template_names: dict[str, list[tuple[str, str]]] = {}
+        self._contexts: dict[str, Context] = {}
 
     def truth(self, rule: CompiledRule, now: float) -> bool | None | Failed:
         """The alarm input of a `when` rule: True, False, or None (unknown: keep the state).
@@ -66,22 +68,33 @@ class Evaluator:
 
     def template_values(self, rule: CompiledRule) -> dict[str, Any]:
         """The latest good values of the points the rule's alarm message names."""
+        names = self._template_names.get(rule.id)
+        if names is None:  # joined once per rule, not at every evaluation
+            names = [(point, f"{rule.device}.{point}") for point in rule.template_points]
+            self._template_names[rule.id] = names
         values: dict[str, Any] = {}
-        for point in rule.template_points:
-            series = self.history.get(f"{rule.device}.{point}")
-            if series is not None and series.last_good is not None:
-                values[point] = series.last_good.value
+        get = self.history.get
+        for point, name in names:
+            series = get(name)
+            if series is not None and series.last_good_ts is not None:
+                values[point] = series.last_good_value
         return values
 
     def latest_good(self, point: str) -> Any:
         series = self.history.get(point)
-        return None if series is None or series.last_good is None else series.last_good.value
+        return None if series is None else series.last_good_value
 
     def _context(self, rule: CompiledRule, now: float) -> Context:
+        """The rule's context, moved to `now` (one per rule: it remembers which series
+        each name means)."""
         self.evaluations += 1
-        previous = self.previous.get(rule.id)
+        context = self._contexts.get(rule.id)
+        if context is None:
+            context = self._contexts[rule.id] = Context(self.history, now, device=rule.scope)
+        context.now = now
+        context.previous = self.previous.get(rule.id)
         self.previous[rule.id] = now
-        return Context(self.history, now, device=rule.scope, previous=previous)
+        return context
 
     def _failed(self, rule: CompiledRule, now: float, exc: Exception) -> Failed:
         self.errors += 1

@@ -27,6 +27,8 @@ class FloodWatch:
 
     def count(self, now: float) -> int:
         """Raises within (now - window, now]."""
+        if not self._raises:  # nearly always: checked after every batch
+            return 0
         horizon = now - self.window
         while self._raises and self._raises[0] <= horizon:
             self._raises.popleft()

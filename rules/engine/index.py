@@ -14,6 +14,9 @@ from collections.abc import Iterable, Iterator
 
 from rules.compile import CompiledRule
 
+# Batch shapes (device, points) remembered; beyond, the memory starts again.
+BATCH_SHAPES = 4096
+
 
 class RuleIndex:
     """Rules by the full point names (`device.point`) they read, in evaluation order."""
@@ -30,6 +33,9 @@ class RuleIndex:
             for point in rule.inputs:
                 self._readers.setdefault(point, []).append(rank)
         self.timed = [r for r in self.order if r.timed]
+        # (device, points of a batch) -> the ranks reading them, sorted: a device's batches
+        # share their points tuple, so the names are joined and looked up once
+        self._batch_ranks: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 
     def readers(self, point: str) -> list[CompiledRule]:
         """The rules that read `point` (a full `device.point` name)."""
@@ -39,15 +45,29 @@ class RuleIndex:
         """The rules to run for readings of `points`, each once, in order."""
         return Agenda(self, points)
 
+    def batch_agenda(self, device: str, points: tuple[str, ...]) -> Agenda:
+        """`agenda` for a batch of `device` reading `points` (its bare names)."""
+        key = (device, points)
+        ranks = self._batch_ranks.get(key)
+        if ranks is None:
+            prefix = device + "."
+            found = {rank for point in points for rank in self._readers.get(prefix + point, ())}
+            if len(self._batch_ranks) >= BATCH_SHAPES:  # payloads of many shapes (MQTT)
+                self._batch_ranks.clear()
+            ranks = self._batch_ranks[key] = sorted(found)
+        return Agenda(self, (), ranks)
+
 
 class Agenda:
     """One call's work list: rules reading the batch's points, and those reading what
     derived rules produce along the way (`add`), each rule at most once."""
 
-    def __init__(self, index: RuleIndex, points: Iterable[str]) -> None:
+    def __init__(self, index: RuleIndex, points: Iterable[str],
+                 ranks: list[int] | None = None) -> None:
         self._index = index
-        self._heap: list[int] = []
-        self._queued: set[int] = set()
+        # a sorted list is a heap: the ranks a batch queues need no pushing one by one
+        self._heap: list[int] = list(ranks) if ranks else []
+        self._queued: set[int] = set(self._heap)
         for point in points:
             self.add(point)
 

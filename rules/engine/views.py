@@ -63,5 +63,10 @@ class Views:
     def _alarm_view(self: RuleEngine, alarm: Alarm, now: float) -> dict[str, Any]:
         body = events.alarm_state(alarm, self.alarm_set.names[alarm.id], now).body
         rule = self.alarm_set.rules.get(alarm.id)
-        body["rule"] = rule.rule.id if rule is not None else "sla"
+        if rule is not None:
+            body["rule"] = rule.rule.id
+        elif alarm.id in self.alarm_set.external:  # raised by another stage: patrols, KPIs
+            body["rule"] = self.alarm_set.external[alarm.id].owner
+        else:
+            body["rule"] = "sla"
         return body

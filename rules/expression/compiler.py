@@ -29,6 +29,7 @@ from rules.expression.errors import ExpressionError, Source
 from rules.expression.functions import ALIASES, FUNCTIONS, FunctionSpec, is_number
 from rules.expression.history import PointHistory, Scope
 from rules.expression.parser import parse
+from rules.expression.windows import NUMBER
 
 Evaluate = Callable[[Scope], Any]
 
@@ -95,6 +96,7 @@ class _Compiler:
         self.source = source
         self.known = known
         self.windows: dict[str, float] = {}
+        self.literals: dict[Evaluate, Any] = {}
         self.timed = False
         self._condition_points: list[str] | None = None  # set while compiling count()
 
@@ -119,20 +121,25 @@ class _Compiler:
 
     # -- literals and names ------------------------------------------------------
 
+    def literal(self, value: Any) -> Evaluate:
+        """A constant; remembered so a comparison with it skips calling it."""
+        def run(scope: Scope) -> Any:
+            return value
+        self.literals[run] = value
+        return run
+
     def _number(self, node: Tree) -> Evaluate:
         text = str(node.children[0])
-        value: float = float(text) if re.search(r"[.eE]", text) else int(text)
-        return lambda scope: value
+        return self.literal(float(text) if re.search(r"[.eE]", text) else int(text))
 
     def _string(self, node: Tree) -> Evaluate:
-        value = _unquote(str(node.children[0]))
-        return lambda scope: value
+        return self.literal(_unquote(str(node.children[0])))
 
     def _true(self, node: Tree) -> Evaluate:
-        return lambda scope: True
+        return self.literal(True)
 
     def _false(self, node: Tree) -> Evaluate:
-        return lambda scope: False
+        return self.literal(False)
 
     def _name(self, node: Tree) -> Evaluate:
         point = self.point_name(node)
@@ -158,30 +165,58 @@ class _Compiler:
         return point
 
     # -- operators ---------------------------------------------------------------
+    # Every rule runs at every poll of its points: the common shapes (two operands, a
+    # point against a constant) get closures of their own, with the same results.
 
     def _or_test(self, node: Tree) -> Evaluate:
         parts = [self.compile(child) for child in node.children]
+        if len(parts) == 2:
+            first, second = parts
+
+            def either_of_two(scope: Scope) -> bool | None:
+                left = first(scope)
+                if left:
+                    return True
+                right = second(scope)
+                if right:
+                    return True
+                return None if left is None or right is None else False
+            return either_of_two
 
         def either(scope: Scope) -> bool | None:
             unknown = False
             for part in parts:
-                value = _truth(part(scope))
-                if value:
+                value = part(scope)
+                if value is None:
+                    unknown = True
+                elif value:
                     return True
-                unknown = unknown or value is None
             return None if unknown else False
         return either
 
     def _and_test(self, node: Tree) -> Evaluate:
         parts = [self.compile(child) for child in node.children]
+        if len(parts) == 2:
+            first, second = parts
+
+            def both_of_two(scope: Scope) -> bool | None:
+                left = first(scope)
+                if left is not None and not left:
+                    return False
+                right = second(scope)
+                if right is not None and not right:
+                    return False
+                return None if left is None or right is None else True
+            return both_of_two
 
         def both(scope: Scope) -> bool | None:
             unknown = False
             for part in parts:
-                value = _truth(part(scope))
-                if value is False:
+                value = part(scope)
+                if value is None:
+                    unknown = True
+                elif not value:
                     return False
-                unknown = unknown or value is None
             return None if unknown else True
         return both
 
@@ -198,6 +233,8 @@ class _Compiler:
         operands = [self.compile(child) for child in node.children[0::2]]
         ops = [_COMPARE[str(token)] for token in node.children[1::2]]
         first, rest = operands[0], list(zip(ops, operands[1:], strict=True))
+        if len(rest) == 1:
+            return self._compare_two(first, *rest[0])
 
         def compare(scope: Scope) -> bool | None:
             left = first(scope)
@@ -212,6 +249,32 @@ class _Compiler:
             return None if unknown else True
         return compare
 
+    def _compare_two(self, first: Evaluate, op: Callable[[Any, Any], bool],
+                     second: Evaluate) -> Evaluate:
+        """`a op b`: unknown when either is, or when they cannot be compared."""
+        constant = self.literals.get(second)
+        if constant is not None:  # a literal is never None
+            def against_constant(scope: Scope) -> bool | None:
+                left = first(scope)
+                if left is None:
+                    return None
+                try:
+                    return bool(op(left, constant))
+                except TypeError:  # text against a number: cannot be known to hold
+                    return None
+            return against_constant
+
+        def compare_two(scope: Scope) -> bool | None:
+            left = first(scope)
+            right = second(scope)
+            if left is None or right is None:
+                return None
+            try:
+                return bool(op(left, right))
+            except TypeError:
+                return None
+        return compare_two
+
     def _sum(self, node: Tree) -> Evaluate:
         return self._arithmetic(node)
 
@@ -222,6 +285,9 @@ class _Compiler:
         first = self.compile(node.children[0])
         rest = [(_ARITHMETIC[str(token)], self.compile(child))
                 for token, child in zip(node.children[1::2], node.children[2::2], strict=True)]
+        if len(rest) == 1:
+            (op, second), = rest
+            return lambda scope: op(first(scope), second(scope))
 
         def calculate(scope: Scope) -> Any:
             value = first(scope)
@@ -309,12 +375,16 @@ class _Compiler:
         (point,) = points
         self.need(point, seconds)
 
+        def test(value: Any, ts: float) -> bool:
+            # the condition sees one sample alone, so its history keeps each result
+            return bool(condition(_SampleScope(value, ts)))
+
         def count(scope: Scope) -> int:
             series = scope.series(point)
             if series is None:
                 return 0
-            return sum(1 for sample in series.good_since(scope.now - seconds, scope.now)
-                       if _truth(condition(_SampleScope(sample.value, sample.ts))))
+            now = scope.now
+            return series.count(test, now - seconds, now)
         return count
 
 
@@ -336,7 +406,16 @@ class _SampleScope:
 def _scalar_call(spec: FunctionSpec, parts: list[Evaluate]) -> Evaluate:
     run = spec.run
     assert run is not None
-    return lambda scope: run(*(part(scope) for part in parts))
+    if len(parts) == 1:
+        (only,) = parts
+        return lambda scope: run(only(scope))
+    if len(parts) == 2:
+        first, second = parts
+        return lambda scope: run(first(scope), second(scope))
+    if len(parts) == 3:
+        first, second, third = parts
+        return lambda scope: run(first(scope), second(scope), third(scope))
+    return lambda scope: run(*[part(scope) for part in parts])
 
 
 def _compare(op: Callable[[Any, Any], bool], left: Any, right: Any) -> bool | None:
@@ -350,8 +429,10 @@ def _compare(op: Callable[[Any, Any], bool], left: Any, right: Any) -> bool | No
 
 def _numeric(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     # Numbers only: "text" * 10**9 would be a memory bomb, and unknown stays unknown.
+    # (is_number inlined: NaN is the one number unequal to itself)
     def apply(left: Any, right: Any) -> Any:
-        if not (is_number(left) and is_number(right)):
+        if not (isinstance(left, NUMBER) and left == left
+                and isinstance(right, NUMBER) and right == right):
             return None
         try:
             return op(left, right)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rules.expression.history import Sample, Scope
+from rules.expression.history import Scope
+from rules.expression.windows import NUMBER, is_number
 
 # value: any expression; point: a point's name; window: a duration literal;
 # condition: an expression over one point, evaluated per sample (count).
@@ -38,14 +39,6 @@ class FunctionSpec:
         return "point" in self.args or "condition" in self.args
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value))
-
-
-def _numbers(samples) -> list[float]:
-    return [sample.value for sample in samples if is_number(sample.value)]
-
-
 # -- functions of values: unknown in, unknown out ------------------------------------
 
 def _abs(value: Any) -> Any:
@@ -53,11 +46,17 @@ def _abs(value: Any) -> Any:
 
 
 def _min(*values: Any) -> Any:
-    return min(values) if all(is_number(v) for v in values) else None
+    for value in values:
+        if not (isinstance(value, NUMBER) and value == value):
+            return None
+    return min(values)
 
 
 def _max(*values: Any) -> Any:
-    return max(values) if all(is_number(v) for v in values) else None
+    for value in values:
+        if not (isinstance(value, NUMBER) and value == value):
+            return None
+    return max(values)
 
 
 def _round(value: Any, digits: Any = 0) -> Any:
@@ -67,31 +66,29 @@ def _round(value: Any, digits: Any = 0) -> Any:
 
 
 # -- functions of a point's history --------------------------------------------------
+# Each asks its PointHistory, which answers a window without walking it.
 
-def _window(scope: Scope, point: str, seconds: float) -> list[float]:
+def _avg(scope: Scope, point: str, seconds: float) -> Any:
     series = scope.series(point)
-    if series is None:
-        return []
-    return _numbers(series.good_since(scope.now - seconds, scope.now))
+    now = scope.now
+    return None if series is None else series.average(now - seconds, now)
 
 
-def _over(reduce: Callable[[list[float]], float]) -> Callable[[Scope, str, float], Any]:
-    """A window function: `reduce` of the window's good numbers, unknown when there are none."""
-
-    def run(scope: Scope, point: str, seconds: float) -> Any:
-        values = _window(scope, point, seconds)
-        return reduce(values) if values else None
-
-    return run
+def _min_over(scope: Scope, point: str, seconds: float) -> Any:
+    series = scope.series(point)
+    now = scope.now
+    return None if series is None else series.extreme(now - seconds, now, largest=False)
 
 
-_avg = _over(lambda values: sum(values) / len(values))
-_min_over = _over(min)
-_max_over = _over(max)
+def _max_over(scope: Scope, point: str, seconds: float) -> Any:
+    series = scope.series(point)
+    now = scope.now
+    return None if series is None else series.extreme(now - seconds, now, largest=True)
 
 
-def _span(scope: Scope, point: str, seconds: float | None) -> tuple[Sample, Sample] | None:
-    """(base, latest): the good samples a change is measured between.
+def _span(scope: Scope, point: str, seconds: float | None) -> tuple[float, Any, float, Any] | None:
+    """(base ts, base value, latest ts, latest value): the good samples a change is
+    measured between.
 
     With a window the base is the value in force when the window opened, or the oldest
     good sample inside it when history does not reach back that far; without one it is
@@ -100,46 +97,62 @@ def _span(scope: Scope, point: str, seconds: float | None) -> tuple[Sample, Samp
     series = scope.series(point)
     if series is None:
         return None
-    latest = series.good_at(scope.now)
-    if latest is None:
+    now = scope.now
+    latest = series.good_index(now)
+    if latest < 0:
         return None
     if seconds is None:
-        base = series.good_before(latest)
+        base = latest - 1
+        if not series.is_live(base):
+            return None
     else:
-        start = scope.now - seconds
-        base = series.good_at(start) or next(iter(series.good_since(start, scope.now)), None)
-    if base is None or base is latest or not (is_number(base.value) and is_number(latest.value)):
+        start = now - seconds
+        base = series.good_index(start)
+        if base < 0:
+            base, end = series.good_range(start, now)
+            if base >= end:
+                return None
+    if base == latest:
         return None
-    return base, latest
+    base_ts, base_value = series.good_sample(base)
+    latest_ts, latest_value = series.good_sample(latest)
+    if not (is_number(base_value) and is_number(latest_value)):
+        return None
+    return base_ts, base_value, latest_ts, latest_value
 
 
 def _delta(scope: Scope, point: str, seconds: float) -> Any:
     span = _span(scope, point, seconds)
-    return None if span is None else span[1].value - span[0].value
+    return None if span is None else span[3] - span[1]
 
 
 def _rate(scope: Scope, point: str, seconds: float | None = None) -> Any:
     span = _span(scope, point, seconds)
-    if span is None or span[1].ts <= span[0].ts:
+    if span is None or span[2] <= span[0]:
         return None
-    base, latest = span
-    return (latest.value - base.value) / (latest.ts - base.ts) * 60.0
+    base_ts, base_value, latest_ts, latest_value = span
+    return (latest_value - base_value) / (latest_ts - base_ts) * 60.0
 
 
 def _changed(scope: Scope, point: str) -> bool:
     series = scope.series(point)
-    latest = series.good_at(scope.now) if series is not None else None
-    if latest is None or (scope.previous is not None and latest.ts <= scope.previous):
+    latest = series.good_index(scope.now) if series is not None else -1
+    if latest < 0:
         return False
-    before = series.good_before(latest)  # type: ignore[union-attr]
-    return before is not None and before.value != latest.value
+    latest_ts, latest_value = series.good_sample(latest)  # type: ignore[union-attr]
+    if scope.previous is not None and latest_ts <= scope.previous:
+        return False
+    if not series.is_live(latest - 1):  # type: ignore[union-attr]
+        return False
+    return series.good_sample(latest - 1)[1] != latest_value  # type: ignore[union-attr]
 
 
 def _age(scope: Scope, point: str) -> float:
     series = scope.series(point)
-    if series is None or series.last_good is None:
+    last = None if series is None else series.last_good_ts
+    if last is None:
         return math.inf  # never read: older than any limit, so comm-loss rules fire
-    return max(0.0, scope.now - series.last_good.ts)
+    return max(0.0, scope.now - last)
 
 
 def _stale(scope: Scope, point: str, seconds: float) -> bool:
@@ -148,18 +161,8 @@ def _stale(scope: Scope, point: str, seconds: float) -> bool:
 
 def _rises(scope: Scope, point: str, seconds: float) -> int:
     series = scope.series(point)
-    if series is None:
-        return 0
-    start = scope.now - seconds
-    before = series.good_at(start)
-    was = bool(before.value) if before is not None else None
-    rises = 0
-    for sample in series.good_since(start, scope.now):
-        now_on = bool(sample.value)
-        if now_on and was is False:
-            rises += 1
-        was = now_on
-    return rises
+    now = scope.now
+    return 0 if series is None else series.rises(now - seconds, now)
 
 
 _SPECS = [

@@ -62,6 +62,8 @@ class TicketBook:
 
     def changed(self) -> list[Ticket]:
         """Tickets changed since the last call, for the store to save in one transaction."""
+        if not self._changed:  # nearly always: asked after every batch
+            return []
         out = [self._tickets[i] for i in sorted(self._changed)]
         self._changed.clear()
         return out

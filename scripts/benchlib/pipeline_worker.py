@@ -47,16 +47,21 @@ def _quiet_value(point, rng: random.Random):
     return round(low + (high - low) * rng.uniform(0.4, 0.6), 3)
 
 
-def frames_for(config, count: int, seed: int = 7) -> list[tuple[str, tuple[str, ...], list[list], float]]:
+def frames_for(config, count: int, seed: int = 7,
+               start: float | None = None) -> list[tuple[str, tuple[str, ...], list[list], float]]:
     """(device, point names, [values per frame], poll interval) for every enabled device:
-    Modbus devices from the site simulator's models, the others steady (`_quiet_value`)."""
+    Modbus devices from the site simulator's models, the others steady (`_quiet_value`).
+
+    Patrol checkpoint readers are left out: each of their messages is a guard's swipe (a
+    few an hour), not a poll, and a swipe a second would measure a site that is not."""
     from simsite.dynamics import SimClock, make_model
 
     rng = random.Random(seed)
-    clock = SimClock(time.time(), 60.0, config.site.timezone)
+    clock = SimClock(time.time() if start is None else start, 60.0, config.site.timezone)
+    checkpoints = {c.device for c in config.patrols.checkpoints}
     out = []
     for device in config.devices:
-        if not device.enabled:
+        if not device.enabled or device.id in checkpoints:
             continue
         profile = config.profiles[device.profile]
         names = tuple(profile.points)

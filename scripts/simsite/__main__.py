@@ -36,6 +36,8 @@ scenarios (--scenario KIND[@WHEN]:DEVICE, repeatable; WHEN is real time after st
   card_denied_burst  access controller: a blacklisted card tried again and again
   emergency_call   emergency button (MQTT): pressed, repeated until cleared
   lift_trapped     elevator IoT box (MQTT): stopped between floors, passenger trapped
+  patrol_skipped   patrol reader (MQTT): guards leave this checkpoint out of their rounds
+                   (the round ends with it missed: alarm); clear sends a guard at once
   device_silent, malformed, flood
                    any MQTT device: stops publishing / bad JSON now and then / 100 msg/s
   {", ".join(COMM_FAULTS)}

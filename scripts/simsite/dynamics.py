@@ -24,7 +24,7 @@ FAULTS = (
     *COMM_FAULTS, "meter_silent", "water_leak", "pump_trip", "low_pressure", "elevator_stuck", "fire_alarm",
     "sump_high", "door_forced", "fan_fail", "filter_clogged", "supply_drift",
     # MQTT equipment (simsite/mqtt): its own scenarios, then the firmware's and radio's
-    "door_held", "card_denied_burst", "emergency_call", "lift_trapped",
+    "door_held", "card_denied_burst", "emergency_call", "lift_trapped", "patrol_skipped",
     "device_silent", "malformed", "flood",
 )
 

@@ -220,7 +220,8 @@ class SimulatedSite:
             if device.connection.type == "mqtt":  # a paho client publishing to a broker
                 from simsite.mqtt.device import make_mqtt_device
 
-                mqtt_sim = make_mqtt_device(device, profile, rng, config.site.timezone)
+                cards = [card for guard in config.patrols.guards for card in guard.cards]
+                mqtt_sim = make_mqtt_device(device, profile, rng, config.site.timezone, cards=cards)
                 if mqtt_sim is not None:
                     self.devices[device.id] = mqtt_sim  # type: ignore[assignment]
                 continue

@@ -373,7 +373,7 @@ async def test_the_embedded_broker_relays_a_publish_on_a_free_port(free_port: in
 async def test_the_demo_devices_get_an_embedded_broker_where_nothing_listens(free_port: int):
     config = load_site(ROOT / "config" / "site.yaml")
     demo = [d for d in config.devices if d.connection.type == "mqtt"]
-    assert {d.connection.port for d in demo} == {18830} and len(demo) == 3
+    assert {d.connection.port for d in demo} == {18830} and len(demo) == 6  # access, SOS button, lift box; 3 patrol readers
     config = mqtt_site(free_port, "estate/demo")  # the demo's topics, on a port of our own
     simulated = SimulatedSite(config, seed=SEED, tick=0.1)
     await simulated.start()

@@ -434,7 +434,8 @@ async def test_no_commands_are_taken_upstream_when_upstream_turns_them_off(tmp_p
     off = SiteConfig.model_validate({**site, "upstream": {"host": "h", "commands": False}})
     none = SiteConfig.model_validate(site)
     for number, config in enumerate((off, none)):
-        gateway = SimpleNamespace(config=config, runners=[], data_dir=tmp_path / str(number))
+        gateway = SimpleNamespace(config=config, runners=[], data_dir=tmp_path / str(number),
+                                  load_config=None)
         handler = build_commands(gateway)  # type: ignore[arg-type]
         assert handler.connection is None  # nothing subscribed upstream: only the local CLI
         await handler.close()

@@ -75,7 +75,7 @@ def test_any_property_value_is_a_checked_reading_or_marked_bad(point: BacnetPoin
 @settings(max_examples=300, deadline=None)
 @given(flags=st.one_of(st.none(), st.lists(st.integers(0, 1), max_size=6).map(BitString),
                        st.lists(st.booleans(), max_size=6), st.text(max_size=4)),
-       reliability=st.one_of(st.none(), st.integers(-5, 300).map(Enumerated), st.text(max_size=4),
+       reliability=st.one_of(st.none(), st.integers(0, 300).map(Enumerated), st.text(max_size=4),
                              st.just(ErrorType(errorClass="property", errorCode="unknown-property"))))
 def test_any_status_flags_and_reliability_give_a_known_quality(flags, reliability) -> None:
     assert status_quality(flags, reliability) in (None, Quality.DEVICE_EXCEPTION)

@@ -123,3 +123,22 @@ async def test_reopen_keeps_data(tmp_path: Path) -> None:
 def test_reader_without_database(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         HistoryReader(tmp_path / "history.db")
+
+
+async def test_a_poll_of_plain_numbers_is_stored_as_the_point_by_point_path_stores_it(
+    tmp_path: Path,
+) -> None:
+    points = ("f", "i", "big")
+    values = [0.5, 7, 2**40]
+    now = time.time()
+    for name, quality in (("common", None), ("careful", [Quality.GOOD] * 3)):
+        sink = HistorySink(HistorySinkConfig(type="history", retention=3600), tmp_path / name)
+        await sink.start()
+        await sink.send([_reading(1, Batch("meter", now, points, values, quality))])
+        await sink.stop()
+    with HistoryReader(tmp_path / "common" / "history.db") as common, \
+            HistoryReader(tmp_path / "careful" / "history.db") as careful:
+        assert common.latest() == careful.latest()
+        assert [(r.point, r.value, r.quality) for r in common.latest()] == [
+            ("big", float(2**40), "good"), ("f", 0.5, "good"), ("i", 7.0, "good")
+        ]

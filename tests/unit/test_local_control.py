@@ -536,7 +536,7 @@ async def test_build_commands_always_makes_a_handler_listening_upstream_only_whe
         SiteConfig.model_validate({**site, "upstream": {"host": "h", "commands": False}}),
     )):
         here = data_dir / str(number)
-        gateway = SimpleNamespace(config=config, runners=[], data_dir=here)
+        gateway = SimpleNamespace(config=config, runners=[], data_dir=here, load_config=None)
         handler = build_commands(gateway)  # type: ignore[arg-type]
         assert handler.connection is None
         assert handler.audit.path == here / AUDIT_FILE

@@ -51,6 +51,17 @@ def test_an_acknowledged_alarm_stays_acknowledged_and_clears_after_a_restart(tmp
     assert kinds(engine.process(poll("pump_1", T0 + 110, fault=0))) == ["cleared"]
 
 
+def test_an_ack_in_the_same_second_as_the_raise_survives_a_restart(tmp_path):
+    config, clock = site([TRIP]), Clock()
+    engine, _ = open_engine(config, tmp_path, clock)
+    engine.process(poll("pump_1", T0, fault=1))
+    engine.tick(T0 + 30)
+    engine.acknowledge(ALARM, by="张工", now=T0 + 30)  # last_change does not move
+    clock.now = T0 + 100
+    engine, _ = restart(engine, config, tmp_path, clock)
+    assert engine.alarm(ALARM)["state"] == "active_acknowledged"
+
+
 def test_a_delay_that_ran_out_while_down_raises_at_open(tmp_path):
     config, clock = site([TRIP]), Clock()
     engine, _ = open_engine(config, tmp_path, clock)

@@ -367,7 +367,7 @@ async def test_the_allow_lists_also_hold_for_the_local_cli_without_upstream_comm
     from types import SimpleNamespace
 
     config = _site({"enabled": False, "allow": {"maintenance": ["cli:@gateway"]}})
-    gateway = SimpleNamespace(config=config, runners=[], data_dir=tmp_path)
+    gateway = SimpleNamespace(config=config, runners=[], data_dir=tmp_path, load_config=None)
     handler = build_commands(gateway)  # type: ignore[arg-type]
     try:
         assert handler.connection is None

@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import threading
+from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,16 +26,18 @@ from simsite.mqtt.access import AccessController
 from simsite.mqtt.button import EmergencyButton
 from simsite.mqtt.elevator import ElevatorBox
 from simsite.mqtt.equipment import MqttEquipment
+from simsite.mqtt.patrol import PatrolReader
 
 log = structlog.get_logger(__name__)
 
 # Equipment by profile id, then by the profile's system for a site's own copy of a profile.
 BY_PROFILE: dict[str, type[MqttEquipment]] = {
     "access_controller": AccessController, "emergency_button": EmergencyButton,
-    "elevator_iot_box": ElevatorBox,
+    "elevator_iot_box": ElevatorBox, "patrol_reader": PatrolReader,
 }
 BY_SYSTEM: dict[str, type[MqttEquipment]] = {
     "access": AccessController, "emergency": EmergencyButton, "elevator": ElevatorBox,
+    "patrol": PatrolReader,
 }
 HEARTBEATS_PER_SILENCE = 3  # the device files set silence to three missed heartbeats
 CONNECT_TIMEOUT = 10.0  # seconds for the broker to accept the device
@@ -124,8 +127,11 @@ class SimulatedMqttDevice:
         return self._client is not None
 
 
-def make_mqtt_device(device: Device, profile: Profile, rng: random.Random, timezone: str) -> SimulatedMqttDevice | None:
-    """The simulated device for `device`, or None when the simulator knows no such equipment."""
+def make_mqtt_device(device: Device, profile: Profile, rng: random.Random, timezone: str, *,
+                     cards: Sequence[str] = ()) -> SimulatedMqttDevice | None:
+    """The simulated device for `device`, or None when the simulator knows no such equipment.
+
+    `cards`: the patrol guards' cards (site.yaml `patrols:`), which patrol readers swipe."""
     kind = BY_PROFILE.get(profile.id) or BY_SYSTEM.get(profile.system)
     if kind is None:
         log.warning("no simulated MQTT equipment for this profile; the device is not played",
@@ -133,5 +139,7 @@ def make_mqtt_device(device: Device, profile: Profile, rng: random.Random, timez
                     known=", ".join(BY_PROFILE))
         return None
     heartbeat = device.connection.silence / HEARTBEATS_PER_SILENCE  # type: ignore[union-attr]
-    extra: dict[str, Any] = {"zone": ZoneInfo(timezone)} if kind is AccessController else {}
+    extra: dict[str, Any] = {"zone": ZoneInfo(timezone)} if kind in (AccessController, PatrolReader) else {}
+    if kind is PatrolReader:
+        extra["cards"] = cards
     return SimulatedMqttDevice(device, profile, kind(profile, rng, heartbeat=heartbeat, **extra))
