@@ -103,7 +103,11 @@ class Alarm:
         return self._run_timers(now)
 
     def acknowledge(self, now: float, by: str, comment: str | None = None) -> list[AlarmEvent]:
-        """The operator has seen it: active → active acknowledged, returned → normal."""
+        """The operator has seen it: active → active acknowledged, returned → normal.
+
+        Never dated before the alarm's last change: a wall clock set back must not make
+        the time to acknowledge negative."""
+        now = max(now, self.last_change or now)
         events = self._run_timers(now)
         state = self.state
         if state in _HIDDEN:

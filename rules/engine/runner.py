@@ -1,8 +1,11 @@
-"""The engine's timers, on APScheduler 3's asyncio scheduler.
+"""The engine's timers: a tick on the event loop, and APScheduler 3's asyncio scheduler for
+the calendar.
 
-Two jobs: `tick` every `rules.tick` seconds (delays, stale data, SLA clocks, maintenance
-modes running out), and one date job at the next calendar maintenance due, which
-checks the plans and sets itself again for the due after. The due is the schedule's
+`tick` runs every `rules.tick` seconds (delays, stale data, SLA clocks, maintenance modes
+running out) from an asyncio loop, which sleeps on the monotonic clock: a wall clock set
+back an hour must not stop the timers for an hour (APScheduler's interval jobs are timed
+by the wall clock). One APScheduler date job fires at the next calendar maintenance due,
+which checks the plans and sets itself again for the due after. The due is the schedule's
 state in tickets.db, so after a restart the date job is made again from it; a job that
 runs late (a busy loop, a suspended machine) still runs, once.
 
@@ -13,6 +16,8 @@ logged and the next run comes as planned.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -37,22 +42,35 @@ class RuleRunner:
         self.emit = emit
         self.tick = tick
         self._scheduler: AsyncIOScheduler | None = None
+        self._ticking: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the jobs; call from the running event loop."""
         scheduler = self._scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(self._tick, "interval", seconds=self.tick, id=TICK_JOB,
-                          coalesce=True, max_instances=1, misfire_grace_time=None)
         scheduler.start()
         self._plan_next()
+        self._ticking = asyncio.create_task(self._tick_forever(), name=TICK_JOB)
 
     async def stop(self) -> None:
+        if self._ticking is not None:
+            self._ticking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticking
+            self._ticking = None
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
 
-    async def _tick(self) -> None:
-        self._run("tick", self.engine.tick)
+    async def _tick_forever(self) -> None:
+        """Every `tick` seconds of monotonic time, late ticks coalesced into one."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.tick
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            self._run("tick", self.engine.tick)
+            due += self.tick
+            if due <= loop.time():  # fell behind (a busy loop): one tick now was enough
+                due = loop.time() + self.tick
 
     async def _plans(self) -> None:
         self._run("plans", self.engine.plans_due)

@@ -36,6 +36,10 @@ from rules.expression.windows import (
 
 # A point's hard cap: a 1 s poll with a 1 h window is 3,600 samples.
 MAX_SAMPLES = 20_000
+# A sample this much older than a point's newest is not late, the clock was set back (an
+# NTP correction, a mistyped date fixed by hand): the point's history restarts from it,
+# or every rule would read the reading from before the jump until the clock caught up.
+CLOCK_SET_BACK = 60.0  # seconds
 
 # Batch shapes (device, points) whose routes are remembered; beyond, they start again.
 BATCH_SHAPES = 4096
@@ -115,7 +119,10 @@ class PointHistory:
         n = len(times)
         head = self._head
         if n > head and ts < times[-1]:
-            return  # out of order: a late sample would corrupt every window
+            if times[-1] - ts <= CLOCK_SET_BACK:
+                return  # out of order: a late sample would corrupt every window
+            self._restart_at(ts)  # the clock was set back: what is "newer" never happened
+            times, n, head = self._ts, len(self._ts), self._head
         times.append(ts)
         self._quality.append(quality)
         self._rank.append(self._good_total)
@@ -143,6 +150,18 @@ class PointHistory:
 
     def append(self, sample: Sample) -> None:
         self.add(sample.ts, sample.value, sample.quality)
+
+    def _restart_at(self, ts: float) -> None:
+        """Keep only the samples up to `ts` (in place: the engine holds this object).
+
+        Rare (a wall clock corrected backwards), so the series is simply built again."""
+        kept = [s for s in self.samples if s.ts <= ts]
+        last_good = (self.last_good_ts, self.last_good_value)
+        PointHistory.__init__(self, self.keep, self.max_samples)
+        for sample in kept:
+            self.add(sample.ts, sample.value, sample.quality)
+        if self.last_good_ts is None and last_good[0] is not None and last_good[0] <= ts:
+            self.last_good_ts, self.last_good_value = last_good
 
     def _trim(self) -> None:
         times = self._ts

@@ -131,6 +131,7 @@ class TicketBook:
     ) -> list[TicketEvent]:
         """Someone accepted the ticket; it names its owner (首问负责制) and a backup."""
         ticket = self.get(ticket_id)
+        now = _not_before(ticket, now)
         ticket.check_step("dispatch")
         ticket.owner = owner or ticket.owner
         ticket.backup = backup or ticket.backup
@@ -140,12 +141,14 @@ class TicketBook:
 
     def arrive(self, ticket_id: str, now: float, by: str, note: str = "") -> list[TicketEvent]:
         ticket = self.get(ticket_id)
+        now = _not_before(ticket, now)
         events = self._step(ticket, "arrive", now, by, note)
         self._finish(ticket, "arrival", now)
         return events
 
     def resolve(self, ticket_id: str, now: float, by: str, note: str = "") -> list[TicketEvent]:
         ticket = self.get(ticket_id)
+        now = _not_before(ticket, now)
         events = self._step(ticket, "resolve", now, by, note)
         self._finish(ticket, "repair", now)
         self._finish(ticket, "progress", now)
@@ -156,15 +159,18 @@ class TicketBook:
 
     def follow_up(self, ticket_id: str, now: float, by: str, note: str = "") -> list[TicketEvent]:
         ticket = self.get(ticket_id)
+        now = _not_before(ticket, now)
         events = self._step(ticket, "follow_up", now, by, note)
         self._finish(ticket, "follow_up", now)
         return events
 
     def close(self, ticket_id: str, now: float, by: str, note: str = "") -> list[TicketEvent]:
-        return self._step(self.get(ticket_id), "close", now, by, note)
+        ticket = self.get(ticket_id)
+        return self._step(ticket, "close", _not_before(ticket, now), by, note)
 
     def cancel(self, ticket_id: str, now: float, by: str, note: str = "") -> list[TicketEvent]:
         ticket = self.get(ticket_id)
+        now = _not_before(ticket, now)
         events = self._step(ticket, "cancel", now, by, note)
         for clock in ticket.clocks.values():
             if clock.running:
@@ -248,3 +254,10 @@ class TicketBook:
 
 
 __all__ = ["TicketBook", "SYSTEM"]
+
+
+def _not_before(ticket: Ticket, now: float) -> float:
+    """A step is never dated before the one it follows: after the wall clock is set back,
+    a time to arrive or to resolve must not come out negative."""
+    last = ticket.history[-1].at if ticket.history else ticket.opened_at
+    return max(now, last)

@@ -150,11 +150,6 @@ async def test_a_jump_forward_and_back_breaches_each_clock_once_and_duplicates_n
           f"ticket {ticket} count {only['count']}; rollups {made}; energy {energy_stats}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after the wall clock is set back, rules/expression/history.py:118 (PointHistory.add) "
-    "drops every reading stamped before the newest one it holds, so until the clock catches "
-    "up (an hour here) every rule evaluates the last value from before the jump: a fault is "
-    "neither alarmed nor ticketed"))
 async def test_a_fault_after_the_clock_jumps_back_is_alarmed_at_once(pumps):
     site, devs = pumps
     with time_machine.travel(START, tick=True) as traveller:
@@ -170,12 +165,6 @@ async def test_a_fault_after_the_clock_jumps_back_is_alarmed_at_once(pumps):
     assert opened.body["device"] == "pump_2"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rules/engine/runner.py:44 (RuleRunner.start) runs the engine's tick as an APScheduler 3 "
-    "interval job, "
-    "which schedules on the wall clock: set back an hour, it sleeps until the old next run "
-    "comes round again, so for an hour no SLA clock, escalation, shelve or maintenance "
-    "expiry and no stale() check runs"))
 async def test_the_rule_timers_keep_running_after_the_clock_jumps_back(pumps):
     site, devs = pumps
     with time_machine.travel(START, tick=True) as traveller:
@@ -200,11 +189,6 @@ async def test_the_rule_timers_keep_running_after_the_clock_jumps_back(pumps):
     print(f"\nclock back an hour: a 1 s maintenance mode ran out after {waited:.1f} s")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rules/alarms/lifecycle.py:105 (Alarm.acknowledge) and rules/tickets/book.py:197 "
-    "(TicketBook._step) stamp a step with the clock as it is, even before the moment the "
-    "alarm was raised or the ticket opened: after the clock is set back, the time to "
-    "acknowledge (and to arrive) comes out negative"))
 async def test_an_acknowledgement_after_the_clock_went_back_is_not_before_the_raise(pumps):
     site, devs = pumps
     with time_machine.travel(START, tick=True) as traveller:

@@ -17,6 +17,7 @@ import pytest
 import rules.expression.history as history_module
 from gateway.batch import Quality
 from rules.expression import Context, History, compile_expression
+from rules.expression.history import PointHistory
 
 BAD = Quality.COMM_FAILURE
 
@@ -362,3 +363,16 @@ def test_a_mean_too_large_for_a_float_fails_every_time_it_is_asked() -> None:
     for _ in range(2):  # as sum()/len() did: the engine counts the rule's failure
         with pytest.raises(OverflowError):
             mean.evaluate(Context(history, 0))
+
+
+def test_a_sample_a_little_late_is_dropped_but_a_clock_set_back_restarts_the_series():
+    series = PointHistory(keep=600.0)
+    for ts in (1000.0, 1001.0, 1002.0):
+        series.add(ts, ts)
+    series.add(990.0, 0)  # ten seconds late: out of order, dropped
+    assert [s.ts for s in series.samples] == [1000.0, 1001.0, 1002.0]
+    series.add(1002.0 - 3600, 7)  # an hour back: the clock was corrected
+    assert [(s.ts, s.value) for s in series.samples] == [(1002.0 - 3600, 7)]
+    assert series.last_good.value == 7
+    series.add(1003.0 - 3600, 8)  # and the readings after it count again
+    assert series.average(1000.0 - 7200, 1003.0 - 3600) == 7.5
