@@ -543,6 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_equipment(sub, add)
 
+    from gateway.commission.cli import register as register_commission  # probe, scan, tail
+
+    register_commission(sub, add)
+
     discover = sub.add_parser("discover", help="find devices and write their device maps",
                               description="Who-Is, read each device's objects, print them; "
                                           "--write makes profiles and device files")

@@ -7,7 +7,9 @@ the platform's: the daemon authorises, runs and audits them (`gateway audit` sho
 with `via: cli:<account>`). Lists are read-only queries and are not audited.
 
 Exit codes: 0 done, 1 refused (the reason is printed), 2 the daemon could not be
-reached (not running, wrong data dir, no permission).
+reached (not running, wrong data dir, no permission). With --json every one prints the
+daemon's answer as JSON on stdout (a list's items; a command's whole reply, refused or
+not), as `probe`, `scan` and `tail` do.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ def _command(args: argparse.Namespace, body: dict[str, Any],
     reply = _ask(args, command, COMMAND_TIMEOUT)
     if isinstance(reply, int):
         return reply
+    if getattr(args, "json", False):  # the reply as the daemon gave it: id, ok, result/error
+        print(json.dumps(reply, ensure_ascii=False))
+        return EXIT_OK if reply.get("ok") else EXIT_REFUSED
     if not reply.get("ok"):
         print(f"refused: {reply.get('error') or 'the gateway gave no reason'}", file=sys.stderr)
         for error in (reply.get("result") or {}).get("errors") or []:
@@ -277,12 +282,13 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:
         if changes:
             cmd.add_argument("--by", metavar="NAME",
                              help="who does this, for the audit log (default: your login name)")
+        cmd.add_argument("--json", action="store_true",
+                         help="print the gateway's answer as JSON, for scripts")
         return cmd
 
     alarms = common(add("alarms", cmd_alarms, "the running gateway's alarms (active ones)"),
                     changes=False)
     alarms.add_argument("--all", action="store_true", help="every alarm, normal ones too")
-    alarms.add_argument("--json", action="store_true")
 
     ack = common(add("ack", cmd_ack, "acknowledge an alarm"), changes=True)
     ack.add_argument("alarm", help="the alarm id, e.g. pump_b1_1.low_outlet_pressure")
@@ -305,7 +311,6 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:
                      changes=False)
     tickets.add_argument("--all", action="store_true",
                          help="every ticket not yet closed, resolved ones too")
-    tickets.add_argument("--json", action="store_true")
 
     ticket = common(add("ticket", cmd_ticket, "move a ticket on by one step, or add a note"),
                     changes=True)

@@ -40,6 +40,9 @@ class Pipeline:
         self._logged_at: float | None = None  # monotonic time of the last failure logged
         # called with each event after it is stored: the daemon follows maintenance mode
         self.listeners: list[Callable[[Event], None]] = []
+        # called with each batch as it is stored, read or derived (`gateway tail`); empty
+        # unless someone tails, so a batch costs one check. A listener must not raise.
+        self.batch_listeners: list[Callable[[Batch], None]] = []
 
     def emit_batch(self, batch: Batch) -> None:
         self._store(batch)
@@ -88,6 +91,9 @@ class Pipeline:
         self.batches += 1
         self.latest[(batch.device, batch.points)] = batch
         self.outbox.append_batch(batch)
+        if self.batch_listeners:
+            for listener in self.batch_listeners:
+                listener(batch)
 
     def current(self) -> dict[str, dict[str, tuple[object, str, float]]]:
         """Each device's points with their newest (value, quality, ts), across its batches."""

@@ -103,9 +103,14 @@ class ModbusDriver(Driver):
         if self._owns_bus:
             await self.bus.close()
 
-    async def read(self, group: str = DEFAULT_GROUP) -> Batch:
+    async def read(
+        self, group: str = DEFAULT_GROUP, *, replies: list[tuple[Request | BitRequest, Reply]] | None = None
+    ) -> Batch:
         """Run one poll group's plan: one batch, each request's points good or carrying
-        its failure. Raise DriverError(comm_failure) when the device answers nothing."""
+        its failure. Raise DriverError(comm_failure) when the device answers nothing.
+
+        With `replies`, each request and its reply (the words as read) are appended to it
+        as they come, for `gateway probe`; polls pass none."""
         plan = plan_for(self.device.id, self.plans, group)
         values: list[Any] = [None] * len(plan.points)
         quality: list[str] | None = None
@@ -113,6 +118,8 @@ class ModbusDriver(Driver):
         for number, request in enumerate(requests):
             op = Read(request.table, request.start, request.count)
             reply = await self._submit(op, group, retries=0 if number == 0 else None)
+            if replies is not None:
+                replies.append((request, reply))
             if reply.failure is not None:
                 if number == 0:
                     self._set_answering(False, reply.error)

@@ -14,7 +14,11 @@ request, in order, on one connection. A request is either
   command's reply (`{"id", "ok", "error"?, "result"?, "ts"}`), or
 - a read-only query, `{"query": "alarms"|"tickets"|"maintenance"|"status"|"meters",
   "all": bool}`, answered from the running gateway: `{"ok": true, "result": {...}}`
-  (`meters`: every counter with its latest reading, from the energy stage).
+  (`meters`: every counter with its latest reading, from the energy stage), or
+- a tail, `{"tail": true, "devices"?, "points"?, "systems"?, "readings"?, "events"?}`
+  (`gateway tail`): one reply, then the readings and events the gateway emits, one JSON
+  line each, until the client hangs up; read-only and not audited, like a query. See
+  gateway/commission/stream.py (a slow client loses the oldest items, never stalls us).
 
 Anything else (malformed JSON, a line over 64 KiB, a query that is not one) gets
 `{"ok": false, "error": "..."}` and the connection keeps serving.
@@ -35,6 +39,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +48,7 @@ import structlog
 from gateway.commands.access import Caller, unix_caller
 from gateway.commands.handler import CommandHandler
 from gateway.commands.models import MAX_PAYLOAD, Rejected, parse_command
+from gateway.commission import stream
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +98,7 @@ class LocalControl:
         self._inode: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we made
         self._clients: set[asyncio.Task[None]] = set()
         self._commands: set[asyncio.Task[Any]] = set()  # run shielded from their connection
+        self.tails = stream.Tails()  # connections streaming readings and events now
 
     async def start(self) -> None:
         """Listen on `path`, replacing a socket left by a daemon that was killed.
@@ -185,6 +192,9 @@ class LocalControl:
                 if line is None:
                     break
                 reply = await self._answer(line, caller)
+                if isinstance(reply, _Tail):  # the connection streams from now on
+                    await self.tails.serve(self.gateway, reply.request, user, reader, writer)
+                    break
                 await _send(writer, reply)
         except (ConnectionError, asyncio.CancelledError):
             pass  # the client left, or the gateway is stopping
@@ -194,7 +204,9 @@ class LocalControl:
             self._clients.discard(task)
             await _close(writer)
 
-    async def _answer(self, line: bytes | _Oversized, caller: Caller) -> dict[str, Any] | bytes:
+    async def _answer(
+        self, line: bytes | _Oversized, caller: Caller
+    ) -> dict[str, Any] | bytes | _Tail:
         """One request line → its reply (a dict, or a command reply's bytes)."""
         user = caller.name
         if isinstance(line, _Oversized):
@@ -211,6 +223,8 @@ class LocalControl:
             return _error(f"a request is a JSON object, not {type(data).__name__}")
         if "query" in data:
             return self._query(data, user)
+        if "tail" in data:
+            return _Tail(data)
         return await self._command(line, caller)
 
     async def _command(self, payload: bytes, caller: Caller) -> dict[str, Any] | bytes:
@@ -263,6 +277,15 @@ class LocalControl:
         if isinstance(data.get("id"), str):
             reply["id"] = data["id"]
         return reply
+
+
+class _Tail:
+    """A tail request: the connection streams instead of answering line by line."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
 
 
 class _Oversized:
@@ -377,24 +400,8 @@ def request(path: Path, body: dict[str, Any], timeout: float = 10.0) -> dict[str
     data = _dumps(body)
     if len(data) > MAX_LINE:
         raise ControlError(f"request is {len(data)} bytes; at most {MAX_LINE}")
-    not_running = NotRunning(
-        f"no gateway is running with data dir {path.parent} (no control socket at {path}); "
-        "start it with `gateway run`"
-    )
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    sock = _connect(path, timeout)
     try:
-        try:
-            sock.connect(os.fspath(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise not_running from None  # refused: a socket file left by a killed daemon
-        except PermissionError:
-            raise ControlError(
-                f"permission denied on {path}: run as the gateway's user or a member of its "
-                "group (the socket is 0660)"
-            ) from None
-        except OSError as exc:
-            raise ControlError(f"cannot reach the gateway at {path}: {exc.strerror or exc}") from None
         try:
             sock.sendall(data + b"\n")
             reply = _recv_line(sock)
@@ -409,8 +416,67 @@ def request(path: Path, body: dict[str, Any], timeout: float = 10.0) -> dict[str
         sock.close()
     if not reply:
         raise ControlError("the gateway closed the connection without answering (is it stopping?)")
+    return _parse_reply(reply)
+
+
+def _connect(path: Path, timeout: float) -> socket.socket:
+    """A connected socket to the daemon at `path`, or ControlError saying why not."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
     try:
-        answer = json.loads(reply.decode("utf-8"))
+        sock.connect(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()  # refused: a socket file left by a killed daemon
+        raise NotRunning(
+            f"no gateway is running with data dir {path.parent} (no control socket at {path}); "
+            "start it with `gateway run`"
+        ) from None
+    except PermissionError:
+        sock.close()
+        raise ControlError(
+            f"permission denied on {path}: run as the gateway's user or a member of its "
+            "group (the socket is 0660)"
+        ) from None
+    except OSError as exc:
+        sock.close()
+        raise ControlError(f"cannot reach the gateway at {path}: {exc.strerror or exc}") from None
+    return sock
+
+
+def request_stream(
+    path: Path, body: dict[str, Any], timeout: float = 10.0
+) -> Iterator[dict[str, Any]]:
+    """Send one streaming request (a tail) and yield its reply, then every line the daemon
+    streams, until it closes the connection (it stopped) or the caller stops iterating.
+
+    Raises ControlError as `request` does; the reply must come within `timeout`, the
+    lines after it may take as long as they take.
+    """
+    path = Path(path)
+    sock = _connect(path, timeout)
+    try:
+        try:
+            sock.sendall(_dumps(body) + b"\n")
+            reader = sock.makefile("rb")
+            first = reader.readline()
+        except TimeoutError:
+            raise ControlError(f"the gateway did not answer within {timeout:g} s") from None
+        except OSError as exc:
+            raise ControlError(f"the connection to the gateway failed: {exc.strerror or exc}") from None
+        if not first:
+            raise ControlError("the gateway closed the connection without answering (is it stopping?)")
+        yield _parse_reply(first)
+        sock.settimeout(None)
+        for line in reader:
+            if line.strip():
+                yield _parse_reply(line)
+    finally:
+        sock.close()
+
+
+def _parse_reply(line: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(line.decode("utf-8"))
     except ValueError as exc:
         raise ControlError(f"the gateway's reply is not JSON: {exc}") from None
     if not isinstance(answer, dict):
