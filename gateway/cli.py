@@ -352,6 +352,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     except ControlError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps(reply, ensure_ascii=False))
+        return 0 if reply.get("ok") else EXIT_REFUSED
     result = reply.get("result") or {}
     if not reply.get("ok"):
         print(f"reload refused, the running configuration carries on: "
@@ -510,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "is (default: data_dir from site.yaml)")
     reload.add_argument("--by", metavar="NAME",
                         help="who reloads, for the audit log (default: your login name)")
+    reload.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
 
     points = add("points", cmd_points, "list the resolved points of every device, or one")
     points.add_argument("device", nargs="?")

@@ -330,7 +330,9 @@ def _shown(row: PointRow) -> str:
     if row.quality != Quality.GOOD or row.value is None:
         return "-"
     value = row.value
-    text = f"{value:.6g}" if isinstance(value, float) else str(value)
+    # decoded values are already rounded to their scale's decimals: show them whole, as the
+    # meter's own display does (138765.4 kWh, not 138765)
+    text = str(value)
     return f"{text} ({row.text})" if row.text else text
 
 
