@@ -79,8 +79,10 @@ class DriverSet:
     def _modbus(self, device: Device, profile: Profile) -> Driver:
         # imports stay lazy so one protocol's library never loads another's
         from drivers.modbus.driver import ModbusDriver
+        from drivers.modbus.plan import shared_plans
         from drivers.modbus.transport import bus_key, check_same_line, open_bus
 
+        plans = shared_plans(device, profile)  # one per profile and polling, not per device
         key = bus_key(device.connection)
         shared = self._buses.get(key)
         if shared is None:
@@ -89,7 +91,7 @@ class DriverSet:
         else:
             bus, first = shared
             check_same_line(first.connection, device.connection, (first.id, device.id))
-        return ModbusDriver(device, profile, bus)
+        return ModbusDriver(device, profile, bus, plans)
 
     def _mqtt(self, device: Device, profile: Profile) -> Driver:
         from drivers.mqtt.broker import Broker, broker_key

@@ -49,8 +49,24 @@ class Catalog:
         def derived(device_id: str) -> list[Rule]:
             return [compiled.rule for compiled in derived_by_device.get(device_id, [])]
 
+        # units, names, enums and report policies are the profile's: one set of dicts per
+        # profile, shared by its devices (a thousand meters, not a thousand copies), and
+        # copied only for a device whose rules derive points of its own
+        per_profile: dict[str, tuple[dict, dict, dict, dict]] = {}
         for device in config.devices:
             profile = config.profiles[device.profile]
+            if profile.id not in per_profile:
+                per_profile[profile.id] = (
+                    {p: pt.unit for p, pt in profile.points.items() if pt.unit},
+                    {p: pt.name for p, pt in profile.points.items() if pt.name},
+                    {p: pt.enum for p, pt in profile.points.items() if pt.enum},
+                    {p: pt.report for p, pt in profile.points.items() if pt.report},
+                )
+            units, names, enums, reports = per_profile[profile.id]
+            own = derived(device.id)
+            if own:
+                units = {**units, **{r.id: r.unit for r in own if r.unit}}
+                names = {**names, **{r.id: r.name for r in own if r.name}}
             tags = {
                 "site": config.site.id,
                 "building": device.location.building,
@@ -65,11 +81,9 @@ class Catalog:
                 profile=profile.id,
                 system=profile.system,
                 tags={k: v for k, v in tags.items() if v},
-                units={**{p: pt.unit for p, pt in profile.points.items() if pt.unit},
-                       **{r.id: r.unit for r in derived(device.id) if r.unit}},
-                point_names={**{p: pt.name for p, pt in profile.points.items() if pt.name},
-                             **{r.id: r.name for r in derived(device.id) if r.name}},
-                enums={p: pt.enum for p, pt in profile.points.items() if pt.enum},
-                reports={p: pt.report for p, pt in profile.points.items() if pt.report},
+                units=units,
+                point_names=names,
+                enums=enums,
+                reports=reports,
             )
         return cls(config.site.id, config.site.name, devices)

@@ -82,7 +82,8 @@ async def poll_forever(
                 # the probe group finds out when it is back; this poll is a failure too
                 batch = Batch.failed(device, time.time(), spec.points, Quality.COMM_FAILURE)
             else:
-                batch = await asyncio.wait_for(driver.read(spec.group), guard)
+                async with asyncio.timeout(guard):  # no task per poll, unlike wait_for
+                    batch = await driver.read(spec.group)
                 event = health.good(loop.time() - started)
         except (DriverError, TimeoutError, OSError) as exc:
             quality = getattr(exc, "quality", Quality.COMM_FAILURE)

@@ -111,7 +111,10 @@ class _Lanes:
 
     def push(self, call: _Call) -> None:
         lanes = self._units.setdefault(call.unit, {})
-        lanes.setdefault(call.lane, deque()).append(call)
+        queue = lanes.get(call.lane)
+        if queue is None:
+            queue = lanes[call.lane] = deque()
+        queue.append(call)
 
     def pop(self) -> _Call | None:
         if not self._units:
@@ -145,9 +148,11 @@ class Bus:
         self.frame_gap = frame_gap
         self.late_window = late_window  # quiet after a timeout on RTU, for a late reply to pass
         self._factory = client_factory
-        self._writes: deque[_Call] = deque()
+        # Per bus only what a request needs: a site has a bus per TCP device, often a
+        # thousand. Writes are few (a list, not a deque's block); the worker runs while
+        # requests wait and ends when none does (no idle task, event and logger per bus).
+        self._writes: list[_Call] = []
         self._polls = _Lanes()
-        self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._current: _Call | None = None  # the request on the wire
         self._client: Client | None = None
@@ -157,7 +162,6 @@ class Bus:
         self._silent = 0
         self._connected: bool | None = None  # for logging changes only
         self._closed = False
-        self._log = log.bind(bus=name)
 
     def attach(self, timeout: float) -> None:
         """A device with request timeout `timeout` joins; connects may take as long as its requests."""
@@ -192,7 +196,6 @@ class Bus:
             self._writes.append(call)
         else:
             self._polls.push(call)
-        self._wake.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name=f"modbus-bus:{self.name}")
         return await future
@@ -214,19 +217,18 @@ class Bus:
     # --- the worker ------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Serve waiting requests until none is left; `submit` starts it again."""
         while True:
-            call = self._writes.popleft() if self._writes else self._polls.pop()
+            call = self._writes.pop(0) if self._writes else self._polls.pop()
             if call is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+                return  # in the same step as the last pop: a later submit sees this task done
             if call.future.done():  # its caller gave up before its turn
                 continue
             self._current = call
             try:
                 reply = await self._serve(call)
             except Exception as exc:  # a bug here must not stop every device on the bus
-                self._log.exception("modbus bus request failed unexpectedly", unit=call.unit)
+                log.exception("modbus bus request failed unexpectedly", bus=self.name, unit=call.unit)
                 self._drop_client(repr(exc))
                 reply = Reply(failure="connection", error=repr(exc))
             finally:
@@ -256,7 +258,8 @@ class Bus:
             await asyncio.sleep(wait)
         started = loop.time()
         try:
-            reply = await asyncio.wait_for(_perform(client, call.unit, call.op), call.timeout)
+            async with asyncio.timeout(call.timeout):  # no task per request, unlike wait_for
+                reply = await _perform(client, call.unit, call.op)
         except TimeoutError:
             reply = self._timed_out(client, call.timeout)
         except (ConnectionException, OSError) as exc:
@@ -298,7 +301,8 @@ class Bus:
             return None
         client = self._factory(self._connect_timeout)
         try:
-            connected = await asyncio.wait_for(client.connect(), self._connect_timeout)
+            async with asyncio.timeout(self._connect_timeout):
+                connected = await client.connect()
         except (TimeoutError, OSError, ModbusException):
             connected = False
         if not connected:
@@ -318,7 +322,7 @@ class Bus:
             client.close()
             if reason is not None and self._connected:
                 self._connected = False
-                self._log.warning("modbus bus connection lost", error=reason)
+                log.warning("modbus bus connection lost", bus=self.name, error=reason)
 
     def _unreachable(self) -> str:
         return f"cannot connect to {self.name.split(':', 1)[1]}"
@@ -329,9 +333,9 @@ class Bus:
             return
         self._connected = connected
         if connected:
-            self._log.info("modbus bus connected")
+            log.info("modbus bus connected", bus=self.name)
         else:
-            self._log.warning("modbus bus unreachable", error=self._unreachable())
+            log.warning("modbus bus unreachable", bus=self.name, error=self._unreachable())
 
 
 async def _perform(client: Client, unit: int, op: Operation) -> Reply:

@@ -374,19 +374,35 @@ def compile_codec(
 
 
 def codec_for(point: ModbusPoint, default_order: ByteOrder | str) -> Codec:
-    """The codec of a profile point; the point's own order wins over `default_order`."""
-    return compile_codec(
-        point.type,
-        point.order or default_order,
-        point.scale,
-        point.offset,
-        table=point.table,
-        bit=point.bit,
-        length=point.length,
-        encoding=point.encoding,
-        minimum=point.min,
-        maximum=point.max,
-    )
+    """The codec of a profile point; the point's own order wins over `default_order`.
+
+    Codecs are immutable and hold nothing of the point but how to read it, so points
+    read alike share one: a site of 10,000 uint16 registers holds one codec, not 10,000.
+    """
+    order = point.order or default_order
+    # repr keeps apart what == would merge: an offset of -0.0 is not one of 0.0 to a sum
+    key = (point.type, order, repr(point.scale), repr(point.offset), point.table, point.bit,
+           point.length, point.encoding, repr(point.min), repr(point.max))
+    codec = _CODECS.get(key)
+    if codec is None:
+        codec = _CODECS[key] = compile_codec(
+            point.type,
+            order,
+            point.scale,
+            point.offset,
+            table=point.table,
+            bit=point.bit,
+            length=point.length,
+            encoding=point.encoding,
+            minimum=point.min,
+            maximum=point.max,
+        )
+    return codec
+
+
+# (type, order, scale, offset, table, bit, length, encoding, min, max) -> its codec; as
+# many entries as distinct ways of reading a point in the profiles, so it stays small
+_CODECS: dict[tuple[object, ...], Codec] = {}
 
 
 _FLOAT32 = struct.Struct("<f")

@@ -71,15 +71,18 @@ class ModbusDriver(Driver):
         self._owns_bus = bus is None
         self.bus = bus if bus is not None else open_bus(device.connection)
         self.bus.attach(device.connection.timeout)
-        # every point's place for writes, whichever group reads it
-        self._refs: dict[str, PointRef] = {
+        # every point's place for writes, whichever group reads it; with one group, its
+        # plan's own (plans may be shared by devices of one profile: nothing per device)
+        only = next(iter(self.plans.values())) if len(self.plans) == 1 else None
+        self._refs: dict[str, PointRef] = only.refs if only is not None else {
             name: ref for plan in self.plans.values() for name, ref in plan.refs.items()
         }
-        self._points = tuple(name for name in profile.points if name in self._refs)
+        self._points = only.points if only is not None else tuple(
+            name for name in profile.points if name in self._refs
+        )
         self._stats = RequestStats()
         self._answering: bool | None = None  # None until the first poll says which
         self._refusing: set[tuple[str, int]] = set()  # (group, request) answering with exceptions
-        self._log = log.bind(device=device.id, unit=device.connection.unit, bus=self.bus.name)
 
     @property
     def points(self) -> tuple[str, ...]:
@@ -134,7 +137,7 @@ class ModbusDriver(Driver):
                 continue
             if (group, number) in self._refusing:
                 self._refusing.discard((group, number))
-                self._log.info("request answers again", request=_name(request))
+                self._logger().info("request answers again", request=_name(request))
             data = reply.data or []
             if len(data) != request.count:
                 quality = _mark(quality, values, request, Quality.DECODE_ERROR)
@@ -191,7 +194,7 @@ class ModbusDriver(Driver):
                 f"after writing {value!r}",
                 VERIFY_FAILED,
             )
-        self._log.info("point written", point=point, value=value, registers=words)
+        self._logger().info("point written", point=point, value=value, registers=words)
 
     async def _submit(
         self, op: Read | Write, lane: str, *, retries: int | None = None, priority: bool = False
@@ -205,21 +208,26 @@ class ModbusDriver(Driver):
         self._stats.record(reply)
         return reply
 
+    def _logger(self) -> Any:
+        """A logger naming this device; bound when there is something to log (rarely), so
+        a thousand devices do not each keep one."""
+        return log.bind(device=self.device.id, unit=self.device.connection.unit, bus=self.bus.name)
+
     def _set_answering(self, answering: bool, error: str | None = None) -> None:
         """Log the device's state changes only, never every failed poll."""
         if answering == self._answering:
             return
         if answering:
-            self._log.info("modbus device answering")
+            self._logger().info("modbus device answering")
         else:
-            self._log.warning("modbus device not answering", error=error)
+            self._logger().warning("modbus device not answering", error=error)
         self._answering = answering
 
     def _request_refused(self, group: str, number: int, request: Request | BitRequest, code: int) -> None:
         if (group, number) not in self._refusing:
             self._refusing.add((group, number))
             names = [self.plans[group].points[i] for i, _offset, _codec in request.reads]
-            self._log.warning(
+            self._logger().warning(
                 "request answered with a Modbus exception",
                 request=_name(request), exception_code=code, points=names,
             )

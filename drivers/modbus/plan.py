@@ -10,7 +10,9 @@ another round trip, up to the device's limits (125 registers or 2000 bits a requ
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +163,39 @@ def compile_plans(device: Device, profile: Profile) -> dict[str, ReadPlan]:
         for group, names in groups.items()
         if names
     }
+
+
+def shared_plans(device: Device, profile: Profile) -> dict[str, ReadPlan]:
+    """What `compile_plans(device, profile)` returns, compiled once and shared by every
+    device that polls alike.
+
+    Devices of one profile with the same order, limits, poll interval and poll groups
+    get the same requests, codecs and point places; only the device name differs. A
+    thousand meters of one model then hold one plan, not a thousand, and start-up
+    compiles it once. Plans are kept for as long as their profile object lives: a
+    reloaded configuration's profiles get plans of their own.
+    """
+    key = _polling_key(device, profile)
+    entry = _SHARED.get(id(profile))
+    if entry is None or entry[0]() is not profile:
+        pid = id(profile)
+        entry = _SHARED[pid] = (weakref.ref(profile, lambda _ref: _SHARED.pop(pid, None)), {})
+    by_key = entry[1]
+    plans = by_key.get(key)
+    if plans is None:
+        plans = by_key[key] = compile_plans(device, profile)
+        return plans
+    return {group: dataclasses.replace(plan, device=device.id) for group, plan in plans.items()}
+
+
+# id(profile) -> (the profile, weakly; its plans by polling key)
+_SHARED: dict[int, tuple[weakref.ref[Profile], dict[tuple[object, ...], dict[str, ReadPlan]]]] = {}
+
+
+def _polling_key(device: Device, profile: Profile) -> tuple[object, ...]:
+    """Everything of a device that `compile_plans` reads but its name (the profile aside)."""
+    limits = device.limits.model_dump_json() if device.limits is not None else None
+    return (device.order, limits, device.poll_interval, tuple(device.poll_groups.items()))
 
 
 def compile_plan(
