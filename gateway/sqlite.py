@@ -26,6 +26,9 @@ def connect(
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
+    # 256 KiB of page cache a file (SQLite's default is 2 MiB): our files are written in
+    # appends and read near their end, and a Pi has a dozen of them open
+    db.execute("PRAGMA cache_size=-256")
     if synchronous is not None:
         db.execute(f"PRAGMA synchronous={synchronous}")
     if busy_timeout_ms is not None:

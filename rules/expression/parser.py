@@ -9,6 +9,8 @@ turns that into a sentence a site engineer can act on.
 
 from __future__ import annotations
 
+import functools
+
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
@@ -128,10 +130,13 @@ class _Refused(Exception):
         self.message, self.line, self.col = message, line, col
 
 
-_PARSER = Lark(
-    GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False,
-    lexer_callbacks={"NAME": _reject_python_words},
-)
+@functools.cache
+def _parser() -> Lark:
+    """Built on first use: a site without rules never pays for the parser tables."""
+    return Lark(
+        GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False,
+        lexer_callbacks={"NAME": _reject_python_words},
+    )
 
 
 def parse(text: str, source: Source | None = None) -> Tree:
@@ -140,7 +145,7 @@ def parse(text: str, source: Source | None = None) -> Tree:
         raise ExpressionError("the expression is empty; write a condition such as "
                               "outlet_pressure < 0.2", text=text, source=source)
     try:
-        return _PARSER.parse(text)
+        return _parser().parse(text)
     except _Refused as refused:
         raise ExpressionError(refused.message, text=text, line=refused.line, col=refused.col,
                               source=source) from None
