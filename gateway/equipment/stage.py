@@ -5,8 +5,9 @@ It listens rather than transforms: `observe(event)` is a pipeline listener (call
 every event after it is stored) and writes ledger entries; `tick(now)`, on a timer, does
 what time decides and returns what to emit: the `equipment_event`s of the entries
 written since, intact-rate alarm events, a `kpi` event with its readings for each day
-(and month) that closed, warranty notices. `open` restores and starts a session,
-`close` ends it; `status` is for status.json.
+(and month) that closed, warranty notices, and the readings the events made for charts
+(`status_points.py`: online, equipment state, alarm counts). `open` restores and starts
+a session, `close` ends it; `status` is for status.json.
 
 A listener must never fail its caller: an error is counted and logged at most once a
 minute, and entries equipment.db refused are kept and retried on the next tick.
@@ -38,6 +39,7 @@ from gateway.equipment.ledger import (
 from gateway.equipment.output import OWN_EVENTS, equipment_event, kpi_batches, kpi_event
 from gateway.equipment.service import read_tickets, service_kpis
 from gateway.equipment.site_kpis import groups, site_kpis, subjects, timelines
+from gateway.equipment.status_points import StatusPoints, alarm_views
 from gateway.equipment.store import FILE, Entry, EquipmentStore
 from gateway.equipment.timeline import DOWN_OFFLINE, FAULT, MAINTENANCE, UNKNOWN, UP
 from gateway.equipment.warranty import warranty_notices
@@ -76,6 +78,8 @@ class EquipmentStage:
         self.names = {d.id: d.name or d.id for d in config.devices}
         self.recorder = Recorder(ignore_types=OWN_EVENTS)
         self.intact = IntactWatch(self.groups, self.names, alarms)
+        self._engine = alarms or (lambda: None)
+        self.status_points = StatusPoints(config.site.id)  # events as readings, for charts
         self._store: EquipmentStore | None = None
         self._pending: list[Event] = []  # equipment events of entries written since the last tick
         self._unsaved: list[Entry] = []  # entries equipment.db refused; retried
@@ -101,6 +105,10 @@ class EquipmentStage:
         now = self.clock()
         store.start_session(now)
         self._seen_at = now
+        try:  # the charts' first values; never a reason to keep the ledger shut
+            self.status_points.seed(alarm_views(self._engine()), self.live_states(), now)
+        except Exception as exc:
+            self._failed("seed", exc)
         if store.meta(KPI_DONE) is None:  # first start: the first day sent is today
             store.set_meta({KPI_DONE: repr(self.calendar.start(now, "day"))})
         log.info("equipment ledger open", devices=len(self.subjects), groups=len(self.groups),
@@ -134,6 +142,8 @@ class EquipmentStage:
             if entries:
                 self._changed = max(e.ts for e in entries)
                 self._save(entries, self.clock())
+                self.status_points.states(self.live_states(), self._changed)
+            self.status_points.observe(event)
         except Exception as exc:  # a bug here must cost an entry, never the pipeline
             self._failed("observe", exc, event=event.type, device=event.device)
 
@@ -170,6 +180,7 @@ class EquipmentStage:
                 self._warranty_day = day
                 self._warranty(now)
             out += self._closed_days(now)
+            out += self.status_points.take(now)
         except Exception as exc:  # a bug or a full disk costs this tick, never the timer
             self._failed("tick", exc)
         pending, self._pending = self._pending, []

@@ -16,6 +16,7 @@ import yaml
 from gateway.batch import Batch, Event
 from gateway.config.loader import load_site
 from gateway.daemon import Gateway
+from gateway.equipment.status_points import ALARM_POINTS, DEVICE_POINTS
 
 # Three holding registers, one request per poll: 0.452 MPa, -5.2 °C, a count.
 REGISTERS = [452, 0xFFCC, 7]
@@ -77,6 +78,9 @@ def write_site(root: Path, *, site_id: str, devices: list[dict[str, Any]],
     return path
 
 
+_STATUS = frozenset({*ALARM_POINTS, *DEVICE_POINTS})  # the gateway's own, not polls
+
+
 @dataclass
 class Tap:
     """Everything the gateway put in its outbox, in order: what was produced."""
@@ -85,7 +89,8 @@ class Tap:
     events: list[Event] = field(default_factory=list)
 
     def of(self, device_id: str) -> list[Batch]:
-        return [b for b in list(self.batches) if b.device == device_id]
+        """The device's polls; the gateway's own status readings (docs/equipment.md) left out."""
+        return [b for b in list(self.batches) if b.device == device_id and _STATUS.isdisjoint(b.points)]
 
     def good(self, device_id: str) -> list[Batch]:
         return [b for b in self.of(device_id) if b.quality is None]

@@ -15,6 +15,11 @@ from pathlib import Path
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from gateway.equipment.status_points import ALARM_POINTS, DEVICE_POINTS
+
+# the gateway's own status readings (docs/equipment.md, "Readings for charts"): not polls
+STATUS_POINTS = frozenset({*ALARM_POINTS, *DEVICE_POINTS})
+
 # Register values the static device serves and what the profile below decodes them to.
 HOLDING = [452, 0xFFCC, 0x0001, 0x86A0]  # 0.452 MPa, -5.2 °C, 100000 (int32)
 INPUT = [0x42F6, 0xE979]  # float32 123.456
@@ -157,7 +162,7 @@ def outbox_db(data_dir: Path) -> sqlite3.Connection:
 
 
 def committed_batches(data_dir: Path) -> tuple[str, list[tuple[int, str, float]]]:
-    """The outbox's epoch and its committed readings as (seq, device, ts)."""
+    """The outbox's epoch and its committed polls as (seq, device, ts)."""
     import json
 
     db = outbox_db(data_dir)
@@ -169,6 +174,8 @@ def committed_batches(data_dir: Path) -> tuple[str, list[tuple[int, str, float]]
     out = []
     for seq, body in rows:
         data = json.loads(body)
+        if not STATUS_POINTS.isdisjoint(data["p"]):
+            continue
         out.append((seq, data["d"], data["t"]))
     return epoch, out
 
@@ -222,7 +229,9 @@ class Subscriber:
         return [payload for topic, payload, _ in list(self.messages) if topic.endswith(suffix)]
 
     def telemetry(self) -> list[dict]:
-        return [p for t, p, _ in list(self.messages) if "/telemetry/" in t]
+        """Telemetry of polls (the gateway's status readings left out)."""
+        return [p for t, p, _ in list(self.messages)
+                if "/telemetry/" in t and STATUS_POINTS.isdisjoint(p.get("values", {}))]
 
     def close(self) -> None:
         self.client.loop_stop()

@@ -32,7 +32,6 @@ from gateway.energy.periods import Calendar
 from gateway.equipment.document import build_document
 from gateway.equipment.html import render_html
 from gateway.equipment.report import build_report
-from gateway.equipment.stage import EquipmentStage
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -91,24 +90,16 @@ async def test_a_pump_trip_reaches_the_ledger_the_daily_kpis_influxdb_and_the_mo
         return time.time() + offset[0]
 
     gateway = Gateway(config)
-    stage = EquipmentStage(config, gateway.data_dir, clock=clock, alarms=lambda: gateway.rules)
-    gateway.pipeline.listeners.append(stage.observe)  # as the daemon wires it
+    stage = gateway.edge.equipment  # the daemon's own ledger (EdgeStages runs it)
+    stage.clock = clock  # only the ledger's day moves: the rules keep the wall clock
     sent: list[Any] = []
-
-    async def tick_forever() -> None:
-        while True:
-            items = stage.tick()
-            sent.extend(items)
-            gateway.pipeline.emit_all(items)
-            await asyncio.sleep(0.2)
+    gateway.pipeline.listeners.append(sent.append)  # every event the gateway stores
 
     def entries(kind: str, device: str | None = None) -> list[Any]:
         assert stage._store is not None
         return stage._store.entries(kinds=(kind,), device=device)
 
     await gateway.start()
-    gateway.pipeline.emit_all(stage.open())
-    ticker = asyncio.create_task(tick_forever())
     try:
         await until(lambda: {e.device for e in entries("commissioned")} >= DEVICES, "first good reads")
         await sim.set_fault("pump_b1_1", "pump_trip")
@@ -131,9 +122,6 @@ async def test_a_pump_trip_reaches_the_ledger_the_daily_kpis_influxdb_and_the_mo
                                         and e.body["period"] == "day"), None), "the day's KPIs")
         await asyncio.sleep(1.0)  # the sink writes what the day closed
     finally:
-        ticker.cancel()
-        await asyncio.gather(ticker, return_exceptions=True)
-        stage.close()
         await gateway.stop(budget=2.0)
         await sim.stop()
 

@@ -120,7 +120,8 @@ def test_gateway_equipment_verify_and_the_device_card(tmp_path: Path, capsys) ->
 def test_entries_go_upstream_in_order_and_again_after_a_crash(tmp_path: Path) -> None:
     s = Script(example_site(), tmp_path, D0).start()
     s.at(D0 + 10).online(LIFT, True)
-    sent = [e.body["entry"] for e in s.at(D0 + 11).tick() if e.type == "equipment_event"]
+    sent = [e.body["entry"] for e in s.at(D0 + 11).tick()
+            if isinstance(e, Event) and e.type == "equipment_event"]
     s.at(D0 + 20).online(LIFT, False)  # written, not yet handed on: then the process dies
     assert s.stage is not None
     s.stage._store.close()  # type: ignore[union-attr]
