@@ -6,9 +6,27 @@ because per-point objects on the hot path are what makes a Python gateway slow.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
+
+_NUMBERS = frozenset({int, float, bool})
+
+
+def number_kinds(values: list[Any]) -> set[type] | None:
+    """The types of `values` when every one is a plain int, float or bool and none is NaN
+    or infinite: the common batch, which sinks encode without looking at each value's type
+    (C-speed checks, no Python loop); else None, which means "look closer", never that a
+    value is bad."""
+    kinds = set(map(type, values))
+    if not kinds <= _NUMBERS:
+        return None
+    try:
+        finite = math.isfinite(sum(values))  # NaN or ±inf anywhere makes the sum non-finite
+    except OverflowError:  # an int too large for a float: let the careful path decide
+        return None
+    return kinds if finite else None
 
 
 class Quality(StrEnum):

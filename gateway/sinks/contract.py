@@ -12,17 +12,25 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.batch import Batch, Event, Quality
+from gateway.batch import Batch, Event, Quality, number_kinds
 
 CONTRACT_VERSION = 1
 GZIP_MAGIC = b"\x1f\x8b"  # a JSON text never starts with these bytes, so gzip is recognisable
 _TOPIC_UNSAFE = str.maketrans({"+": "_", "#": "_", "/": "_", "\0": "_"})
 
 
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")  # the polls of a round share it
+
+
 def iso_utc(ts: float) -> str:
     """Seconds since the epoch → ISO-8601 UTC with milliseconds, e.g. 2024-05-01T08:00:00.123Z."""
+    global _last_second
     seconds, millis = divmod(round(ts * 1000), 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    second, text = _last_second
+    if seconds != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = (seconds, text)
+    return f"{text}.{millis:03d}Z"
 
 
 def segment(name: str) -> str:
@@ -30,8 +38,11 @@ def segment(name: str) -> str:
     return name.translate(_TOPIC_UNSAFE) or "_"
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
 def dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+    return _encode(body).encode("utf-8")
 
 
 def compress(payload: bytes) -> bytes:
@@ -97,15 +108,11 @@ class Identity:
 def telemetry(identity: Identity, record_id: str, seq: int, batch: Batch) -> dict[str, Any]:
     """One batch: good values in `values`; a point that was not read well is in `quality`
     and has no value (a value is never repeated as if it were new)."""
-    values: dict[str, Any] = {}
     quality: dict[str, str] = {}
-    for point, value, q in batch.items():
-        if q != Quality.GOOD:
-            quality[point] = str(q)
-        elif isinstance(value, float) and not math.isfinite(value):
-            quality[point] = str(Quality.OUT_OF_RANGE)  # JSON has no NaN or infinity
-        else:
-            values[point] = value
+    if batch.quality is None and number_kinds(batch.values) is not None:  # the usual poll
+        values = dict(zip(batch.points, batch.values, strict=True))
+    else:
+        values = _values(batch, quality)
     body: dict[str, Any] = {
         "id": record_id,
         "seq": seq,
@@ -118,6 +125,19 @@ def telemetry(identity: Identity, record_id: str, seq: int, batch: Batch) -> dic
     if quality:
         body["quality"] = quality
     return body
+
+
+def _values(batch: Batch, quality: dict[str, str]) -> dict[str, Any]:
+    """Good values by point; the others' quality into `quality`."""
+    values: dict[str, Any] = {}
+    for point, value, q in batch.items():
+        if q != Quality.GOOD:
+            quality[point] = str(q)
+        elif isinstance(value, float) and not math.isfinite(value):
+            quality[point] = str(Quality.OUT_OF_RANGE)  # JSON has no NaN or infinity
+        else:
+            values[point] = value
+    return values
 
 
 def event(identity: Identity, record_id: str, seq: int, item: Event) -> dict[str, Any]:

@@ -18,15 +18,17 @@ import asyncio
 import math
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import structlog
 
 from gateway import sqlite
-from gateway.batch import Batch, Kind, Quality, Record
+from gateway.batch import Batch, Kind, Quality, Record, number_kinds
 from gateway.config.models import HistorySinkConfig
 from gateway.sinks.base import Sink, SinkUnavailable
+from gateway.sqlite_rows import insert_rows
 
 log = structlog.get_logger(__name__)
 
@@ -50,10 +52,7 @@ CREATE TABLE IF NOT EXISTS series (
 ) WITHOUT ROWID;
 """
 
-_INSERT = (
-    "INSERT OR REPLACE INTO readings (device, point, ts, value, text, quality) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
+_INSERT = "INSERT OR REPLACE INTO readings (device, point, ts, value, text, quality)"
 
 
 class HistoryRow(NamedTuple):
@@ -69,6 +68,11 @@ class HistoryRow(NamedTuple):
 def _rows(batch: Batch) -> list[tuple[str, str, float, float | None, str | None, str | None]]:
     """Table rows for one batch; non-finite floats are stored as out_of_range."""
     device, ts = batch.device, batch.ts
+    if batch.quality is None and number_kinds(batch.values) is not None:  # the usual poll
+        return [
+            (device, point, ts, float(value), None, None)
+            for point, value in zip(batch.points, batch.values, strict=True)
+        ]
     rows = []
     for point, value, quality in batch.items():
         if quality != Quality.GOOD:
@@ -106,13 +110,24 @@ class HistorySink(Sink):
         self.pruned = 0
         self._db: sqlite3.Connection | None = None
         self._series: set[tuple[str, str]] = set()
+        self._point_sets: set[tuple[str, tuple[str, ...]]] = set()  # (device, points) seen
         self._last_prune: float | None = None  # None: prune on the first send
-        self._lock = asyncio.Lock()  # one thread at a time on the connection
+        self._lock = asyncio.Lock()  # one call at a time on the connection
+        # ...and one thread: a send cancelled while its write runs releases the lock, but the
+        # write goes on; close (or the next write) must queue behind it, never run beside
+        # it (two threads in one SQLite connection crash the process)
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _thread(self, fn, *args):
+        """Run `fn` on the sink's own database thread."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"history-{self.name}")
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def start(self) -> None:
         async with self._lock:
             if self._db is None:
-                await asyncio.to_thread(self._open)
+                await self._thread(self._open)
 
     def _open(self) -> None:
         self._db = connect(self.path)
@@ -122,39 +137,49 @@ class HistorySink(Sink):
         async with self._lock:
             if self._db is not None:
                 db, self._db = self._db, None
-                await asyncio.to_thread(db.close)
+                await self._thread(db.close)
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+                self._executor = None
 
     async def send(self, records: list[Record]) -> None:
         rows: list[tuple[str, str, float, float | None, str | None, str | None]] = []
+        point_sets: set[tuple[str, tuple[str, ...]]] = set()
         for record in records:
             if record.kind == Kind.READING:
-                rows.extend(_rows(record.item))  # type: ignore[arg-type]
+                batch: Batch = record.item  # type: ignore[assignment]
+                rows += _rows(batch)
+                point_sets.add((batch.device, batch.points))
         prune = self._last_prune is None or time.monotonic() - self._last_prune >= _PRUNE_EVERY
         async with self._lock:
             try:
                 if self._db is None:
-                    await asyncio.to_thread(self._open)
-                await asyncio.to_thread(self._write, rows)
+                    await self._thread(self._open)
+                await self._thread(self._write, rows, point_sets - self._point_sets)
                 if prune:
                     self._last_prune = time.monotonic()
-                    await asyncio.to_thread(self._prune)
+                    await self._thread(self._prune)
             except sqlite3.Error as exc:  # disk full, I/O error: keep the records in the outbox
                 raise SinkUnavailable(f"history database {self.path}: {exc}") from exc
         self.written += len(rows)
 
     def _write(
-        self, rows: list[tuple[str, str, float, float | None, str | None, str | None]]
+        self, rows: list[tuple[str, str, float, float | None, str | None, str | None]],
+        point_sets: set[tuple[str, tuple[str, ...]]],
     ) -> None:
+        """Insert `rows`; `point_sets` are the (device, points) not written before, whose
+        points may be new series (a poll's point set is looked at once, not every row)."""
         assert self._db is not None
-        new_series = {(r[0], r[1]) for r in rows} - self._series
+        new_series = {(d, p) for d, points in point_sets for p in points} - self._series
         db = self._db
         with sqlite.transaction(db):
-            db.executemany(_INSERT, rows)
+            insert_rows(db, _INSERT, rows)  # few statements: few waits for the GIL
             if new_series:
                 db.executemany(
                     "INSERT OR IGNORE INTO series (device, point) VALUES (?, ?)", new_series
                 )
         self._series |= new_series
+        self._point_sets |= point_sets
 
     def _prune(self) -> None:
         """Delete rows older than the retention, in its own transaction."""
@@ -171,9 +196,9 @@ class HistorySink(Sink):
         """Apply the retention now (normally it runs every few minutes from send)."""
         async with self._lock:
             if self._db is None:
-                await asyncio.to_thread(self._open)
+                await self._thread(self._open)
             self._last_prune = time.monotonic()
-            await asyncio.to_thread(self._prune)
+            await self._thread(self._prune)
 
 
 class HistoryReader:

@@ -1,9 +1,10 @@
 """The MQTT sink: the upstream link to the central platform (contract: docs/upstream.md).
 
-paho-mqtt runs its own network thread (loop_start); its callbacks are bridged into
-the event loop with call_soon_threadsafe, so every piece of this sink's state is
-touched from the loop only. Because a PUBACK's callback is queued behind the code
-that published it, the mid is always registered before its confirmation is seen.
+paho-mqtt's network I/O runs on the event loop (`PahoOnLoop`: no network thread, only a
+daemon thread while a connection opens), so its callbacks run on the loop and every piece
+of this sink's state is touched from the loop only. A PUBACK is read in a later turn of
+the loop than the one that published (there is no await between publishing a batch and
+registering its mids), so a mid is always registered before its confirmation is seen.
 
 Topics and payloads are built in `contract.py`: `<prefix>/<site>/<gateway>/gateway/status`
 (retained birth, last will and clean-stop offline), `.../telemetry/<device>`,
@@ -40,7 +41,7 @@ import gateway
 from gateway.batch import Batch, Event, Kind, Record
 from gateway.catalog import Catalog
 from gateway.config.models import MqttSinkConfig
-from gateway.paho_loop import call_from_thread, stop_network_thread, wait_set
+from gateway.paho_loop import LeanPubackClient, PahoOnLoop, schedule, wait_set
 from gateway.sinks import contract
 from gateway.sinks.base import Sink, SinkUnavailable
 from gateway.sinks.factory import client_id_of
@@ -54,12 +55,25 @@ PUBACK_TIMEOUT = 10.0  # seconds a send waits for the broker to confirm every me
 MessageHandler = Callable[[str, bytes], Awaitable[None] | None]
 STOP_TIMEOUT = 0.9  # within the daemon's share for stopping sinks
 RECONNECT_MAX = 5  # seconds between attempts to reach a broker that is away
-_MAX_INFLIGHT = 1000
+# No cap on messages in flight: with one, paho walks every message in flight after each
+# PUBACK while fewer than the cap are out, which costs a batch quadratic time. A send has
+# at most `batch_size` messages out, and _MAX_QUEUED bounds what paho keeps.
+_MAX_INFLIGHT = 0
 # paho keeps unconfirmed QoS 1 messages and resends them itself; after a PUBACK timeout the
 # runner sends the batch again, so on a slow link copies would pile up without a cap. When
 # the cap is hit, publishing fails and the runner backs off until paho's queue drains.
 _MAX_QUEUED = 20_000
 _PUBACK_PER_MESSAGE = 0.01  # seconds added to PUBACK_TIMEOUT per message of a batch
+
+
+class _Awaited:
+    """Messages of one send waiting for their PUBACKs: one future for all of them."""
+
+    __slots__ = ("future", "left")
+
+    def __init__(self, future: asyncio.Future[bool], left: int) -> None:
+        self.future = future
+        self.left = left
 
 
 class MqttSink(Sink):
@@ -106,12 +120,13 @@ class MqttSink(Sink):
         self.skipped = 0  # records that could not be encoded
         self.last_connect_error: str | None = None
         self._client: mqtt.Client | None = None
+        self._network: PahoOnLoop | None = None
         self._tls: ssl.SSLContext | None = None
         self._setup_error: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._connected_event: asyncio.Event | None = None
-        self._pending: dict[int, asyncio.Future[bool]] = {}  # mid -> True on PUBACK, False if lost
+        self._pending: dict[int, _Awaited] = {}  # mid -> its send: True once all PUBACKed
         self._refused_logged = False
         self._diagnosis: asyncio.Task[None] | None = None
         self._stopping = False
@@ -154,10 +169,10 @@ class MqttSink(Sink):
             return False
         if qos == 0:
             return True
-        future = asyncio.get_running_loop().create_future()
-        self._pending[info.mid] = future
+        awaited = _Awaited(asyncio.get_running_loop().create_future(), 1)
+        self._pending[info.mid] = awaited
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(awaited.future, timeout)
         except TimeoutError:
             self._pending.pop(info.mid, None)
             return False
@@ -190,7 +205,7 @@ class MqttSink(Sink):
     # --- life cycle --------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect in the background; a broker that is down is retried by paho, not raised."""
+        """Connect in the background; a broker that is down is retried, not raised."""
         if self._client is not None:
             return
         self._loop = asyncio.get_running_loop()
@@ -204,7 +219,7 @@ class MqttSink(Sink):
                 self._setup_error = f"mqtt TLS setup failed: {exc}"
                 log.error("mqtt TLS setup failed", sink=self.name, error=str(exc))
                 return
-        client = mqtt.Client(
+        client = LeanPubackClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             clean_session=True,
@@ -219,19 +234,20 @@ class MqttSink(Sink):
         client.will_set(self.status_topic, contract.dumps(will), qos=1, retain=True)
         client.max_inflight_messages_set(_MAX_INFLIGHT)
         client.max_queued_messages_set(_MAX_QUEUED)
-        # A broker that is back is found within RECONNECT_MAX: a connection attempt is one
-        # TCP handshake, cheap even on 4G, and a backlog should not wait half a minute.
-        client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX)
         client.connect_timeout = 5.0
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.connect_async(
             self.config.host, self.config.port, keepalive=max(5, int(self.config.keepalive))
         )
-        client.loop_start()
+        # A broker that is back is found within RECONNECT_MAX: a connection attempt is one
+        # TCP handshake, cheap even on 4G, and a backlog should not wait half a minute.
+        self._network = PahoOnLoop(
+            client, min_delay=1.0, max_delay=RECONNECT_MAX, on_connect_failed=self._connect_failed
+        )
+        self._network.start()
         self._client = client
 
     async def wait_ready(self, timeout: float) -> None:
@@ -248,7 +264,7 @@ class MqttSink(Sink):
         return await wait_set(self._connected_event, timeout)
 
     async def stop(self) -> None:
-        """Announce offline (retained), disconnect cleanly and end the network thread, within ~2 s."""
+        """Announce offline (retained) and disconnect cleanly, within ~1 s."""
         client, self._client = self._client, None
         if client is None:
             return
@@ -264,11 +280,12 @@ class MqttSink(Sink):
             while not info.is_published() and time.monotonic() < deadline - 0.5 and self._connected:
                 await asyncio.sleep(0.02)
         client.disconnect()
-        if not await stop_network_thread(client, deadline - time.monotonic()):
-            log.warning("mqtt network thread did not stop in time", sink=self.name)
+        network, self._network = self._network, None
+        if network is not None and not await network.stop(deadline - time.monotonic()):
+            log.warning("mqtt connection closed without a clean disconnect", sink=self.name)
         self._set_disconnected("sink stopped")
 
-    # --- paho callbacks (network thread) → loop ------------------------------------
+    # --- paho callbacks → loop (queued: paho holds its locks while it calls them) -----
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
@@ -276,13 +293,10 @@ class MqttSink(Sink):
         if reason_code.is_failure:
             self._call(self._refused, str(reason_code))
             return
-        # Birth first, from the network thread, so it precedes anything resent after a reconnect.
+        # Birth first, from the callback, so it precedes anything paho resends after a reconnect.
         birth = contract.gateway_status(self.identity, self.info, "online", now=time.time())
         client.publish(self.status_topic, contract.dumps(birth), qos=1, retain=True)
         self._call(self._set_connected)
-
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._call(self._connect_failed)
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
@@ -292,10 +306,15 @@ class MqttSink(Sink):
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
     ) -> None:
-        self._call(self._confirmed, mid)
+        # On the loop (PahoOnLoop): settle the send's future now, one queued call saved per
+        # message; it calls nothing of paho's, so paho's locks do not matter.
+        if self._network is not None and self._network.on_loop():
+            self._confirmed(mid)
+        else:
+            self._call(self._confirmed, mid)
 
     def _call(self, callback: Any, *args: Any) -> None:
-        call_from_thread(self._loop, callback, *args)
+        schedule(self._loop, callback, *args)
 
     # --- state, on the loop ----------------------------------------------------------
 
@@ -328,9 +347,9 @@ class MqttSink(Sink):
         if was_connected and not self._stopping:
             log.warning("mqtt disconnected", sink=self.name, host=self.config.host, reason=reason)
         pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_result(False)
+        for awaited in pending.values():
+            if not awaited.future.done():
+                awaited.future.set_result(False)
 
     def _refused(self, reason: str) -> None:
         if not self._refused_logged:
@@ -365,9 +384,11 @@ class MqttSink(Sink):
             self._diagnosis = None
 
     def _confirmed(self, mid: int) -> None:
-        future = self._pending.pop(mid, None)
-        if future is not None and not future.done():
-            future.set_result(True)
+        awaited = self._pending.pop(mid, None)
+        if awaited is not None:
+            awaited.left -= 1
+            if awaited.left == 0 and not awaited.future.done():
+                awaited.future.set_result(True)
 
     # --- sending ---------------------------------------------------------------------
 
@@ -398,36 +419,36 @@ class MqttSink(Sink):
     ) -> None:
         assert self._loop is not None
         qos = self.config.qos
-        futures: list[asyncio.Future[bool]] = []
+        if not messages:
+            return
+        # paho confirms QoS 1 on PUBACK, QoS 2 on PUBCOMP and QoS 0 once written
+        awaited = _Awaited(self._loop.create_future(), len(messages))
+        pending = self._pending
+        publish = client.publish
         # No await in this loop: PUBACK callbacks queue behind it, after each mid is registered.
         for topic, payload, retain in messages:
-            info = client.publish(topic, payload, qos=qos, retain=retain)
+            info = publish(topic, payload, qos=qos, retain=retain)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._forget(futures)
+                self._forget(awaited)
                 raise SinkUnavailable(f"mqtt publish failed: {mqtt.error_string(info.rc)}")
-            future = self._loop.create_future()
-            self._pending[info.mid] = future
-            futures.append(future)
-        if not futures:
-            return
-        timeout = PUBACK_TIMEOUT + _PUBACK_PER_MESSAGE * len(futures)  # a slow link, a big batch
+            pending[info.mid] = awaited
+        timeout = PUBACK_TIMEOUT + _PUBACK_PER_MESSAGE * len(messages)  # a slow link, a big batch
         try:
-            confirmed = await asyncio.wait_for(asyncio.gather(*futures), timeout)
+            confirmed = await asyncio.wait_for(awaited.future, timeout)
         except TimeoutError:
-            self._forget(futures)
+            self._forget(awaited)
             raise SinkUnavailable(
-                f"mqtt broker did not confirm {len(futures)} messages within {timeout:g} s"
+                f"mqtt broker did not confirm {awaited.left} of {len(messages)} messages "
+                f"within {timeout:g} s"
             ) from None
-        if not all(confirmed):
+        if not confirmed:
             raise SinkUnavailable("mqtt connection lost before the broker confirmed every message")
 
-    def _forget(self, futures: list[asyncio.Future[bool]]) -> None:
-        wanted = set(map(id, futures))
-        for mid in [m for m, f in self._pending.items() if id(f) in wanted]:
+    def _forget(self, awaited: _Awaited) -> None:
+        for mid in [m for m, a in self._pending.items() if a is awaited]:
             del self._pending[mid]
-        for future in futures:
-            if not future.done():
-                future.cancel()
+        if not awaited.future.done():
+            awaited.future.cancel()
 
     def _encodable(self, record: Record) -> tuple[str, bytes, bool] | None:
         """The record's message; a record that cannot be encoded (an absurd timestamp) is

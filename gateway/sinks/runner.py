@@ -110,6 +110,7 @@ class SinkRunner:
             if self.last_error is not None:
                 log.info("sink delivering again", sink=self.name, failures=self.failures)
                 self.last_error = None
+                self.outbox.peer_away(self.name, False)
             backoff = _BACKOFF_FIRST
             self.delivered += sent
             if sent:
@@ -168,6 +169,7 @@ class SinkRunner:
         self.failures += 1
         if self.last_error is None:
             log.warning("sink unavailable, will retry", sink=self.name, error=error)
+            self.outbox.peer_away(self.name, True)  # its backlog is read from disk
         self.last_error = error
         if retry_after is not None:  # the peer said when: wait that long
             await asyncio.sleep(retry_after)

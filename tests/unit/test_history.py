@@ -128,17 +128,18 @@ def test_reader_without_database(tmp_path: Path) -> None:
 async def test_a_poll_of_plain_numbers_is_stored_as_the_point_by_point_path_stores_it(
     tmp_path: Path,
 ) -> None:
-    points = ("f", "i", "big")
-    values = [0.5, 7, 2**40]
+    points = ("f", "i", "big", "on")
+    values = [0.5, 7, 2**40, True]
     now = time.time()
-    for name, quality in (("common", None), ("careful", [Quality.GOOD] * 3)):
+    for name, quality in (("common", None), ("careful", [Quality.GOOD])):
         sink = HistorySink(HistorySinkConfig(type="history", retention=3600), tmp_path / name)
         await sink.start()
-        await sink.send([_reading(1, Batch("meter", now, points, values, quality))])
+        await sink.send([_reading(1, Batch("meter", now, points, values, quality and quality * 4))])
         await sink.stop()
     with HistoryReader(tmp_path / "common" / "history.db") as common, \
             HistoryReader(tmp_path / "careful" / "history.db") as careful:
         assert common.latest() == careful.latest()
         assert [(r.point, r.value, r.quality) for r in common.latest()] == [
-            ("big", float(2**40), "good"), ("f", 0.5, "good"), ("i", 7.0, "good")
+            ("big", float(2**40), "good"), ("f", 0.5, "good"), ("i", 7.0, "good"),
+            ("on", 1.0, "good"),
         ]

@@ -143,3 +143,25 @@ def test_prefix_cache_is_reused() -> None:
     assert first[0].split(" ")[0] is not None
     assert first[0].rsplit(" ", 1)[0] == second[0].rsplit(" ", 1)[0]
     assert list(encoder._cache) == ["pump1"]
+
+
+@pytest.mark.parametrize("unit_as", ["tag", "field"])
+def test_a_poll_of_plain_numbers_is_written_as_the_point_by_point_path_writes_it(unit_as) -> None:
+    encoder = LineEncoder(_catalog(building="Tower A"), unit_as=unit_as)
+    points = ("p_out", "flow", "count", "tiny", "huge", "on", "off")
+    values = [0.42, 12.5, 7, 1e-12, 2.5e300, True, False]
+    common = _lines(encoder, Batch("pump1", TS, points, values))  # quality None: the fast path
+    careful = _lines(encoder, Batch("pump1", TS, points, values, [Quality.GOOD] * 7))
+    assert common == careful
+    unit = ',unit="MPa"' if unit_as == "field" else ""
+    assert common[0].endswith(f"value=0.42{unit} 1700000000123")
+    assert common[2].rsplit(" ", 2)[1] == "value=7"
+    assert [line.rsplit(" ", 2)[1] for line in common[5:]] == ["value=1.0", "value=0.0"]
+
+
+def test_a_poll_with_a_value_that_is_not_a_plain_number_takes_the_careful_path() -> None:
+    encoder = LineEncoder(_catalog())
+    lines = _lines(encoder, Batch("pump1", TS, ("a", "b", "c"), [1.0, float("nan"), True]))
+    assert [line.split(" ")[1] for line in lines] == [
+        "value=1.0", 'quality="out_of_range"', "value=1.0"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -194,10 +195,32 @@ async def test_a_locked_database_delays_commits_but_loses_nothing(tmp_path):
     await box.close()
 
 
-async def test_a_value_json_cannot_hold_is_stored_as_text_not_lost_with_its_group(outbox):
-    await outbox.register("influx")
-    outbox.append_batch(Batch("io", 1.0, ("raw",), [b"\x01\x02"]))
-    outbox.append_batch(batch(1))
-    await outbox.flush()
-    records, _ = await outbox.read(0, 100, {Kind.READING})
+async def test_a_value_json_cannot_hold_is_stored_as_text_not_lost_with_its_group(tmp_path):
+    box = Outbox(tmp_path / "outbox.db")
+    await box.open()
+    await box.register("influx")
+    box.append_batch(Batch("io", 1.0, ("raw",), [b"\x01\x02"]))
+    box.append_batch(batch(1))
+    await box.flush()
+    await box.close()
+    again = Outbox(tmp_path / "outbox.db")  # read back from disk, not from memory
+    await again.open()
+    try:
+        records, _ = await again.read(0, 100, {Kind.READING})
+    finally:
+        await again.close()
     assert [r.item.values for r in records] == [["b'\\x01\\x02'"], [1.45, 1]]
+
+
+@pytest.mark.parametrize("item", [
+    Batch("pump_1", 1_700_000_000.25, ("p", "q", "s"), [0.5, 7, "on"]),
+    Batch("水泵 \"1\"", 1.0, ("流量",), [None], ["comm_failure"]),
+    Batch("pump_1", 5, ("p",), [float("nan")]),
+    Event("alarm_state", 2.0, "pump_1", {"alarm": "pump_1.high", "closed": False}),
+])
+def test_a_record_is_stored_as_its_dict_in_json(item):
+    from gateway.outbox_codec import decode, encode
+
+    assert json.loads(encode(item)) == json.loads(json.dumps(item.to_dict()))
+    kind = Kind.READING if isinstance(item, Batch) else Kind.EVENT
+    assert repr(decode(kind, encode(item))) == repr(item)

@@ -84,11 +84,47 @@ async def test_a_backlog_goes_as_soon_as_the_peer_is_back_not_after_the_backoff(
     try:
         while not sink.waits:  # the send failed; the runner is waiting out its backoff
             await asyncio.sleep(0.01)
+        assert outbox._away == {"reconnecting"}  # memory keeps nothing for it meanwhile
         sink.back.set()
         assert await runner.drain(10.0)  # an hour's backoff, cut short by the reconnect
+        assert outbox._away == set()
     finally:
         runner.stop()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await outbox.close()
     assert sink.received == [1] and sink.waits == [3600.0]
+
+
+class RecordingSink(Sink):
+    def __init__(self) -> None:
+        super().__init__("recording")
+        self.sends: list[list[int]] = []
+
+    async def send(self, records) -> None:
+        self.sends.append([r.seq for r in records])
+
+
+async def test_a_waiting_runner_gets_a_record_as_soon_as_it_is_committed(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.db", flush_interval=3600.0)  # never waited out
+    await outbox.open()
+    sink = RecordingSink()
+    runner = SinkRunner(sink, outbox)
+    task = asyncio.create_task(runner.run())
+    try:
+        while outbox.cursor("recording") != 0 or "recording" not in outbox.backlog():
+            await asyncio.sleep(0.01)  # registered, idle, waiting for a commit
+        await asyncio.sleep(0.05)
+        outbox.append_batch(Batch("meter", 1.0, ("kwh",), [1]))  # nobody calls flush()
+        assert await outbox.wait_committed(0, timeout=60.0)
+        assert await runner.drain(60.0)
+        outbox.append_batch(Batch("meter", 2.0, ("kwh",), [2]))
+        assert await outbox.wait_committed(1, timeout=60.0)
+        assert await runner.drain(60.0)
+    finally:
+        runner.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await outbox.close()
+    assert sink.sends == [[1], [2]]
+    assert outbox.stats.commits >= 2
