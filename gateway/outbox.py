@@ -20,6 +20,7 @@ All SQLite work runs on one dedicated thread so the event loop never waits on di
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import sqlite3
 import threading
@@ -56,6 +57,10 @@ MAX_UNCOMMITTED = 200_000  # records held in memory while commits fail (readings
 # Fraction of max_size to free when the outbox is full, so we do not trim on every commit.
 _TRIM_FRACTION = 0.1
 _COMPACT_EVERY = 5.0  # seconds between deleting records every sink has confirmed
+# Disk space held back beside the outbox (`outbox.reserve`): on a really full disk even the
+# DELETE that makes room must write to the WAL, so this file is given up to let it, then
+# taken back once the WAL has been checkpointed into the database and truncated.
+RESERVE_BYTES = 2 * 1024 * 1024
 # The size is read (for max_size) at most once a second, or after this share of it was written.
 _SIZE_EVERY_FRACTION = 0.01
 # Committed records are kept in memory for the sinks, at most this many values (points, or
@@ -122,6 +127,7 @@ class Outbox:
         self._ticker: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._failing: str | None = None
+        self._reserve_warned = False
         self._closed = False
 
     # --- life cycle ------------------------------------------------------------------
@@ -153,6 +159,7 @@ class Outbox:
         self._cursors = dict(db.execute("SELECT sink, seq FROM cursors"))
         self._db = db
         self.stats.size_bytes = self._used_bytes()
+        self._hold_reserve()
 
     async def close(self) -> None:
         """Commit what is pending and close; appends after this are refused."""
@@ -373,9 +380,14 @@ class Outbox:
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
                 raise
-            # Disk full: make room by dropping the oldest readings, then try once more.
+            # Disk full: make room by dropping the oldest readings, then try once more. The
+            # reserve gives the DELETE the WAL pages it needs; the checkpoint then moves the
+            # WAL into the database (whose freed pages the next rows reuse) and truncates it.
             gap = True
+            released = self._release_reserve()
             self._drop_oldest_readings(db, max(len(rows), 1000))
+            if released:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             try:
                 self._write_sync(db, rows, cursors, compact)
             except sqlite3.OperationalError:
@@ -389,6 +401,8 @@ class Outbox:
                 self._count_dropped(db, lost)
                 log.error("outbox disk full: readings dropped", dropped=lost, path=str(self.path))
         self._next_seq = first + len(rows)
+        if gap:
+            self._hold_reserve()  # for the next time: succeeds once there is room again
         records = records_of(self.epoch, first, kept)
         self._unsized += sum(len(body) for _, _, body in rows)
         now = time.monotonic()
@@ -419,6 +433,39 @@ class Outbox:
                 if compact is not None:
                     db.execute("DELETE FROM records WHERE seq <= ?", (compact,))
         self.stats.commits += 1
+
+    @property
+    def _reserve(self) -> Path:
+        return self.path.with_name(self.path.stem + ".reserve")
+
+    def _hold_reserve(self) -> None:
+        """Keep RESERVE_BYTES of the disk for a day it is full (best effort: a disk already
+        full at start has none to keep, and says so)."""
+        reserve = self._reserve
+        try:
+            if reserve.exists() and reserve.stat().st_size >= RESERVE_BYTES:
+                return
+            with open(reserve, "wb") as out:
+                out.write(b"\0" * RESERVE_BYTES)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            reserve.unlink(missing_ok=True)
+            if not self._reserve_warned:
+                self._reserve_warned = True
+                log.warning("outbox cannot hold its disk reserve; a full disk will stall commits "
+                            "until space comes back", path=str(reserve), error=exc.strerror or str(exc))
+            return
+        self._reserve_warned = False
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve up to the outbox itself; whether there was one."""
+        try:
+            self._reserve.unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("outbox disk full: reserve released to make room", path=str(self._reserve))
+        return True
 
     def _trim_sync(self, db: sqlite3.Connection) -> None:
         """Over max_size: drop the oldest readings until a tenth of the budget is free."""
