@@ -112,7 +112,13 @@ class StatusPoints:
                 self._pending.append(Batch(device, now, (STATE,), [STATE_CODES[state]]))
         if not self._counts and self._last is not None and not 0 <= now - self._last[0] < self.heartbeat:
             self._changed(now, again=True)
-        out, self._pending = self._pending, []
+        # a device's reading goes out with its polls: stamped when it is handed on (the
+        # latest of each point), never before a poll already stored, or the device's
+        # telemetry would arrive out of order; the events keep every change's own time
+        latest = {(b.device, b.points): b for b in self._pending}
+        out = [b if b.ts >= now else Batch(b.device, now, b.points, b.values)
+               for b in latest.values()]
+        self._pending = []
         out += [Batch(self.site_id, ts, ALARM_POINTS, [*counts, raised])
                 for ts, counts, raised in self._counts]
         self._counts = []

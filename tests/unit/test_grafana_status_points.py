@@ -62,7 +62,7 @@ class Alarms:
         self.points.observe(events.alarm_state(alarm, alarm_id, now))
 
 
-def test_every_device_status_that_knows_becomes_an_online_reading_at_its_time() -> None:
+def test_every_device_status_that_knows_becomes_an_online_reading_when_handed_on() -> None:
     points = StatusPoints(SITE)
     health = DeviceHealth("pump_b1_1", offline_after=1)
     points.observe(health.good(0.01, D0 + 1))  # type: ignore[arg-type]
@@ -70,9 +70,10 @@ def test_every_device_status_that_knows_becomes_an_online_reading_at_its_time() 
     points.observe(health.failed("comm_failure", "timeout", D0 + 61))  # type: ignore[arg-type]
     points.observe(Event("device_status", D0 + 62, "lift_b1_1", {"online": None}))  # not settled
 
+    # stamped when taken (after the polls already stored, so the device's telemetry stays in
+    # order), the latest of each point: offline since D0 + 61, said at D0 + 65
     online = [(b.device, b.ts, b.points, b.values) for b in points.take(D0 + 65)]
-    assert online == [("pump_b1_1", D0 + 1, ("online",), [1]), ("pump_b1_1", D0 + 60, ("online",), [1]),
-                      ("pump_b1_1", D0 + 61, ("online",), [0])]
+    assert online == [("pump_b1_1", D0 + 65, ("online",), [0])]
     assert points.take(D0 + 70) == []
 
 
@@ -139,13 +140,14 @@ def test_changes_at_one_moment_are_one_batch_and_a_late_event_is_never_stamped_b
 def test_equipment_state_follows_status_faults_and_maintenance_with_a_heartbeat(tmp_path: Path) -> None:
     s = Script(example_site(), tmp_path, D0).start()
     assert states(s.out, LIFT) == []  # no status yet: unknown, not sent
-    s.at(D0 + 10).online(LIFT, True)
-    s.at(D0 + 20).alarm(LIFT, "out_of_service", "major", True)
-    s.at(D0 + 30).alarm(LIFT, "short_cycling", "minor", True)  # not a fault severity
-    s.at(D0 + 40).maintenance(LIFT, True)
-    s.at(D0 + 50).maintenance(LIFT, False)
-    s.at(D0 + 60).alarm(LIFT, "out_of_service", "major", False)
-    s.at(D0 + 70).online(LIFT, False)
+    # the stage ticks after each (as the daemon's does, every few seconds)
+    s.at(D0 + 10).online(LIFT, True).tick()
+    s.at(D0 + 20).alarm(LIFT, "out_of_service", "major", True).tick()
+    s.at(D0 + 30).alarm(LIFT, "short_cycling", "minor", True).tick()  # not a fault severity
+    s.at(D0 + 40).maintenance(LIFT, True).tick()
+    s.at(D0 + 50).maintenance(LIFT, False).tick()
+    s.at(D0 + 60).alarm(LIFT, "out_of_service", "major", False).tick()
+    s.at(D0 + 70).online(LIFT, False).tick()
     s.at(D0 + 75).tick()
 
     assert states(s.out, LIFT) == [(D0 + 10, UP), (D0 + 20, FAULT), (D0 + 40, MAINTENANCE),
