@@ -94,36 +94,25 @@ class EdgeStages:
         emit(self.equipment.open())  # after the engine too: its intact-rate alarms
         self._runner = RuleRunner(self.rules, lambda item: emit([item]), self._tick)
         await self._runner.start()
-        self._energy_task = asyncio.create_task(self._energy_forever(), name="energy")
-        self._patrol_task = asyncio.create_task(self._patrol_forever(), name="patrol")
-        self._equipment_task = asyncio.create_task(self._equipment_forever(), name="equipment")
+        self._energy_task = self._every(
+            ENERGY_TICK, "energy", lambda: self.evaluate(self.energy.tick()))
+        self._patrol_task = self._every(PATROL_TICK, "patrol", self.patrol.tick)
+        self._equipment_task = self._every(EQUIPMENT_TICK, "equipment", self.equipment.tick)
 
-    async def _energy_forever(self) -> None:
-        assert self._emit is not None
-        while True:
-            await asyncio.sleep(ENERGY_TICK)
-            try:
-                self._emit(self.evaluate(self.energy.tick()))
-            except Exception as exc:  # a bug costs one tick, never the timer
-                log.exception("energy tick failed", error=repr(exc))
+    def _every(self, seconds: float, name: str, tick: Callable[[], Output]) -> asyncio.Task[None]:
+        """A stage's timer: its outputs emitted every `seconds`; a bug costs one tick."""
+        emit = self._emit
+        assert emit is not None
 
-    async def _patrol_forever(self) -> None:
-        assert self._emit is not None
-        while True:
-            await asyncio.sleep(PATROL_TICK)
-            try:
-                self._emit(self.patrol.tick())
-            except Exception as exc:  # a bug costs one tick, never the timer
-                log.exception("patrol tick failed", error=repr(exc))
+        async def forever() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    emit(tick())
+                except Exception as exc:
+                    log.exception(f"{name} tick failed", error=repr(exc))
 
-    async def _equipment_forever(self) -> None:
-        assert self._emit is not None
-        while True:
-            await asyncio.sleep(EQUIPMENT_TICK)
-            try:
-                self._emit(self.equipment.tick())
-            except Exception as exc:  # a bug costs one tick, never the timer
-                log.exception("equipment tick failed", error=repr(exc))
+        return asyncio.create_task(forever(), name=name)
 
     async def stop(self) -> None:
         """Stop the timers, save and close the stages."""
