@@ -104,12 +104,12 @@ class Platform:
             return None
         return await asyncio.wait_for(self.replies[request_id], timeout)
 
-    async def until_gateway_listens(self) -> None:
+    async def until_gateway_listens(self, device: str = "pump_1") -> None:
         """Ask for a device status until one is answered: the gateway has subscribed."""
         for attempt in range(100):
             try:
                 await self.send({"id": f"hello-{attempt}", "type": "device_status",
-                                 "device": "pump_1"}, timeout=0.3)
+                                 "device": device}, timeout=0.3)
                 return
             except TimeoutError:
                 continue

@@ -107,7 +107,9 @@ def _is_ticket(message: Message, device: str, fault: str) -> bool:
 @asynccontextmanager
 async def running_site(tmp_path: Path, mosquitto: Any, *, site_id: str | None = None,
                        sim: SimulatedSite | None = None, rule_files: list[RuleFile] = (),
-                       clock: Callable[[], float] = time.time) -> AsyncIterator[Site]:
+                       clock: Callable[[], float] = time.time,
+                       listening: bool = True) -> AsyncIterator[Site]:
+    """The gateway on a simulated site; with `listening`, once it takes commands."""
     site_id = site_id or f"r{uuid.uuid4().hex[:10]}"
     config = rules_site(tmp_path / "data", mosquitto.port, site_id)
     config = config.model_copy(update={"rule_files": [*config.rule_files, *rule_files]})
@@ -121,6 +123,8 @@ async def running_site(tmp_path: Path, mosquitto: Any, *, site_id: str | None = 
     await gateway.start()
     platform = Platform(mosquitto.port, base)
     try:
+        if listening:  # it subscribes once connected: a command sent before goes nowhere
+            await platform.until_gateway_listens("pump_b1_1")
         yield Site(sim, gateway, recorder, platform, base, config)
     finally:
         platform.close()
@@ -203,7 +207,8 @@ async def test_a_restart_keeps_the_acknowledged_alarm_and_the_ticket_with_its_de
             "owner": "维修 赵工", "by": "调度 王工"})
         assert dispatch is not None and dispatch["ok"], dispatch
 
-    async with running_site(tmp_path, mosquitto, site_id=site_id) as site:
+    # looked at before the new simulator's first poll (its pump has no fault)
+    async with running_site(tmp_path, mosquitto, site_id=site_id, listening=False) as site:
         alarm = site.gateway.rules.alarm("pump_b1_1.pump_trip")
         assert alarm["state"] == "active_acknowledged" and alarm["acknowledged_by"] == "值班 李工"
         (ticket,) = [t for t in site.gateway.rules.tickets() if t["ticket"] == before["ticket"]]
