@@ -3,7 +3,7 @@
 The services come from scripts/services.py (also importable by tests as ``services``; the
 Modbus site simulator is ``simsite``). A missing binary makes the tests that need it fail
 with a RuntimeError naming the Debian package; nothing is skipped, and a skip anywhere
-(scripts/pytest_no_skips.py) fails the run.
+(scripts/pytest_no_skips.py, loaded by pyproject.toml's addopts) fails the run.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
 import services  # noqa: E402  (needs the sys.path entry above)
-from pytest_no_skips import (  # noqa: E402, F401  (hooks: a skipped test fails the run)
-    pytest_make_collect_report,
-    pytest_runtest_makereport,
-)
 from services import Service  # noqa: E402
 
 # Session services that tests may stop() to make them unreachable; any a test leaves

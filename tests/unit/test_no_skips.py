@@ -47,3 +47,25 @@ def test_a_module_that_skips_itself_stops_the_run(pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio")
     result.assert_outcomes(errors=1)
     assert result.ret != 0
+
+
+def test_this_suite_runs_with_the_plugin_whatever_is_collected(pytestconfig) -> None:
+    """Loaded from pyproject.toml (`-p pytest_no_skips`), not by a conftest a test path or
+    --noconftest could leave out."""
+    plugin = pytestconfig.pluginmanager.get_plugin("pytest_no_skips")
+    assert plugin is not None
+    hooks = pytestconfig.hook.pytest_runtest_makereport.get_hookimpls()
+    assert any(h.plugin is plugin for h in hooks)
+    assert pytestconfig.getini("xfail_strict") is True
+
+
+def test_a_missing_service_binary_is_an_error_naming_its_package(monkeypatch) -> None:
+    import services
+
+    monkeypatch.setitem(services._PACKAGES, "/nonexistent/mosquitto", "mosquitto")
+    try:
+        services.require("/nonexistent/mosquitto")
+    except RuntimeError as error:
+        assert "apt-get install" in str(error) and "'mosquitto'" in str(error)
+    else:
+        raise AssertionError("a missing binary must raise, not return")
