@@ -14,11 +14,14 @@ from typing import Any
 _NUMBERS = frozenset({int, float, bool})
 
 
-def number_kinds(values: list[Any]) -> set[type] | None:
-    """The types of `values` when every one is a plain int, float or bool and none is NaN
-    or infinite: the common batch, which sinks encode without looking at each value's type
-    (C-speed checks, no Python loop); else None, which means "look closer", never that a
-    value is bad."""
+def number_kinds(batch: Batch) -> set[type] | None:
+    """The types of the batch's values when all are good and every one is a plain int,
+    float or bool and none is NaN or infinite: the common batch, which sinks encode without
+    looking at each value's type or quality (C-speed checks, no Python loop); else None,
+    which means "look closer", never that a value is bad."""
+    if batch.quality is not None:
+        return None
+    values = batch.values
     kinds = set(map(type, values))
     if not kinds <= _NUMBERS:
         return None

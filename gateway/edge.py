@@ -110,31 +110,25 @@ class EdgeStages:
                 try:
                     emit(tick())
                 except Exception as exc:
-                    log.exception(f"{name} tick failed", error=repr(exc))
+                    log.exception("stage tick failed", stage=name, error=repr(exc))
 
         return asyncio.create_task(forever(), name=name)
 
     async def stop(self) -> None:
         """Stop the timers, save and close the stages."""
         if self._equipment_task is not None:
-            self._equipment_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._equipment_task
+            await _cancelled(self._equipment_task)
             self._equipment_task = None
             if self._emit is not None:
                 try:  # what the ledger has not handed on yet goes out now, not at the next start
                     self._emit(self.equipment.tick())
                 except Exception as exc:
-                    log.exception("equipment tick failed", error=repr(exc))
+                    log.exception("stage tick failed", stage="equipment", error=repr(exc))
         if self._patrol_task is not None:
-            self._patrol_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._patrol_task
+            await _cancelled(self._patrol_task)
             self._patrol_task = None
         if self._energy_task is not None:
-            self._energy_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._energy_task
+            await _cancelled(self._energy_task)
             self._energy_task = None
         if self._runner is not None:
             await self._runner.stop()
@@ -157,3 +151,10 @@ class EdgeStages:
             "patrol": self.patrol.stats(),
             "equipment": self.equipment.status(),
         }
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel a stage's timer and wait until it has stopped."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -35,6 +35,7 @@ import structlog
 
 from gateway import sqlite
 from gateway.batch import Batch, Event, Kind, Record
+from gateway.loop_call import call_from_thread
 from gateway.outbox_codec import decode, encode
 from gateway.outbox_tail import Tail
 from gateway.sqlite_rows import CHUNK, insert_rows
@@ -304,12 +305,7 @@ class Outbox:
 
     def _call(self, callback: Any, *args: Any) -> None:
         """Run `callback(*args)` on the loop, in the order of these calls."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(callback, *args)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
+        call_from_thread(self._loop, callback, *args)
 
     # On the loop, told by the outbox thread:
 

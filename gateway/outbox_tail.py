@@ -29,9 +29,6 @@ class Tail:
         self.records: list[Record] = []
         self.values = 0
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def covers(self, after: int) -> bool:
         """Everything committed after seq `after` is here."""
         return after + 1 >= self.first

@@ -16,12 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-
-def call_from_thread(loop: asyncio.AbstractEventLoop | None, callback: Any, *args: Any) -> None:
-    """Run `callback(*args)` on `loop` from paho's thread; dropped when the loop is gone."""
-    if loop is not None and not loop.is_closed():
-        with contextlib.suppress(RuntimeError):  # the loop closed between check and call
-            loop.call_soon_threadsafe(callback, *args)
+from gateway.loop_call import call_from_thread
 
 
 async def stop_network_thread(client: mqtt.Client, timeout: float) -> bool:

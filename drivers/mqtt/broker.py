@@ -24,7 +24,8 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from gateway.config.models import MqttConnection
-from gateway.paho_loop import call_from_thread, stop_network_thread, wait_set
+from gateway.loop_call import call_from_thread
+from gateway.paho_loop import stop_network_thread, wait_set
 
 log = structlog.get_logger(__name__)
 

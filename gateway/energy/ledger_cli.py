@@ -198,7 +198,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _month(text: str) -> str:
+def month_arg(text: str) -> str:
+    """argparse's type for a `--month` (2026-10); `gateway equipment` and `report` use it too."""
     try:
         datetime.strptime(text, "%Y-%m")
     except ValueError:
@@ -264,7 +265,7 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:
 
     ledger = add("ledger", cmd_ledger, "the monthly ledger (台账): per meter and per group, "
                                        "from the stored readings; works without a running daemon")
-    ledger.add_argument("--month", required=True, type=_month, help="the local month, e.g. 2026-10")
+    ledger.add_argument("--month", required=True, type=month_arg, help="the local month, e.g. 2026-10")
     ledger.add_argument("--group", help="only this group and its meters")
     ledger.add_argument("--format", choices=("csv", "xlsx"), default="csv")
     ledger.add_argument("--lang", choices=LANGUAGES, default="en",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli_ops import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, AddCommand, _utf8_output
+from gateway.energy.ledger_cli import month_arg
 from gateway.textable import cell_width, format_table
 
 LANGUAGES = ("en", "zh")
@@ -36,16 +37,6 @@ def _open_ledger(data_dir: Path) -> Any:
               "dir (pass --data-dir), and has it run since the equipment ledger was added?",
               file=sys.stderr)
         return None
-
-
-def _month(text: str) -> str:
-    from datetime import datetime
-
-    try:
-        datetime.strptime(text, "%Y-%m")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a month; write it as 2026-10") from None
-    return text
 
 
 # --- gateway equipment ------------------------------------------------------------------------
@@ -205,7 +196,7 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:
                     "the equipment ledger (设备台账): asset cards and each device's history; "
                     "works without a running daemon")
     equipment.add_argument("device", nargs="?", help="one device (default: every device's card)")
-    equipment.add_argument("--month", type=_month, help="only the history of this local month, e.g. 2026-10")
+    equipment.add_argument("--month", type=month_arg, help="only the history of this local month, e.g. 2026-10")
     equipment.add_argument("--format", choices=("text", "csv", "xlsx"), default="text",
                            help="text (default) on the terminal, or an export")
     equipment.add_argument("--lang", choices=LANGUAGES, default="en", help="headers and words: en or zh (中文)")
@@ -220,7 +211,7 @@ def register(sub: argparse._SubParsersAction, add: AddCommand) -> None:
     report = add("report", cmd_report,
                  "the site's monthly report: equipment and service KPIs, patrols, alarms, energy "
                  "and water; works without a running daemon")
-    report.add_argument("--month", required=True, type=_month, help="the local month, e.g. 2026-10")
+    report.add_argument("--month", required=True, type=month_arg, help="the local month, e.g. 2026-10")
     report.add_argument("--format", choices=("html", "pdf", "xlsx"), default="html")
     report.add_argument("--lang", choices=LANGUAGES, default="en", help="en or zh (中文)")
     report.add_argument("--output", "-o", metavar="FILE",

@@ -2,7 +2,9 @@
 daily and monthly KPIs, warranty notices.
 
 It listens rather than transforms: `observe(event)` is a pipeline listener (called with
-every event after it is stored) and writes ledger entries; `tick(now)`, on a timer, does
+every event after it is stored) and queues ledger entries, written in one transaction
+within FLUSH_AFTER (1,000 devices coming online at a start are one commit, not 1,000
+on the event loop; at once when no loop runs); `tick(now)`, on a timer, does
 what time decides and returns what to emit: the `equipment_event`s of the entries
 written since, intact-rate alarm events, a `kpi` event with its readings for each day
 (and month) that closed, warranty notices, and the readings the events made for charts
@@ -16,9 +18,10 @@ Not thread-safe: the daemon calls it from its event loop only.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ log = structlog.get_logger(__name__)
 Output = list[Batch | Event]
 SEEN_EVERY = 60.0  # seconds between two saves of "the gateway was running until now"
 LOG_EVERY = 60.0
+FLUSH_AFTER = 0.2  # seconds an observed entry waits for others to share its transaction
 CATCH_UP_DAYS = 7  # days of KPIs sent after a long downtime; older ones are in the report
 KPI_DONE = "kpi_next_day"  # meta: the start of the next day whose KPIs are due
 SENT = "sent_upto"  # meta: the last entry handed on as an equipment event
@@ -83,6 +87,8 @@ class EquipmentStage:
         self._store: EquipmentStore | None = None
         self._pending: list[Event] = []  # equipment events of entries written since the last tick
         self._unsaved: list[Entry] = []  # entries equipment.db refused; retried
+        self._queued: list[Entry] = []  # entries observed, written by `_flush`
+        self._flush_at: asyncio.TimerHandle | None = None
         self._seen_at: float | None = None
         self._warranty_day: float | None = None
         self._warranties: set[tuple[str, str, str]] = set()
@@ -120,8 +126,7 @@ class EquipmentStage:
         if self._store is None:
             return
         now = self.clock()
-        if self._unsaved:
-            self._save([], now)
+        self._flush(now)
         try:
             self._store.seen(now, stopped=True)
         except sqlite3.Error as exc:
@@ -134,18 +139,45 @@ class EquipmentStage:
     # -- events ----------------------------------------------------------------------------
 
     def observe(self, event: Event) -> None:
-        """A pipeline listener: the entries this event makes, written now. Never raises."""
+        """A pipeline listener: the entries this event makes, queued for `_flush`. Never raises."""
         if self._store is None:
             return
         try:
             entries = self.recorder.entries_for(event)
             if entries:
                 self._changed = max(e.ts for e in entries)
-                self._save(entries, self.clock())
-                self.status_points.states(self.live_states(), self._changed)
+                self._queue(entries)
+                # an entry is about the one device whose state it changed: only those are looked at
+                self.status_points.states(self.live_states(e.device for e in entries), self._changed)
             self.status_points.observe(event)
         except Exception as exc:  # a bug here must cost an entry, never the pipeline
             self._failed("observe", exc, event=event.type, device=event.device)
+
+    def _queue(self, entries: list[Entry]) -> None:
+        """Entries for the transaction FLUSH_AFTER from the first queued; without a running
+        loop (tests, tools) written at once."""
+        self._queued += entries
+        if self._flush_at is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._flush()
+            return
+        self._flush_at = loop.call_later(FLUSH_AFTER, self._flush)
+
+    def _flush(self, now: float | None = None) -> None:
+        """Write the queued entries (and those refused before) in one transaction."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        queued, self._queued = self._queued, []
+        if self._store is None or not (queued or self._unsaved):
+            return
+        try:
+            self._save(queued, self.clock() if now is None else now)
+        except Exception as exc:  # a timer callback: a bug costs these entries, never the loop
+            self._failed("write", exc, entries=len(queued))
 
     def _save(self, entries: list[Entry], now: float) -> None:
         assert self._store is not None
@@ -169,8 +201,7 @@ class EquipmentStage:
         now = self.clock() if now is None else now
         out: Output = []
         try:
-            if self._unsaved:
-                self._save([], now)
+            self._flush(now)
             if self._seen_at is None or not 0 <= now - self._seen_at < SEEN_EVERY:
                 store.seen(now)
                 self._seen_at = now
@@ -244,12 +275,13 @@ class EquipmentStage:
 
     # -- views -------------------------------------------------------------------------------
 
-    def live_states(self) -> dict[str, str]:
-        """Each enabled device's state now: maintenance, fault, offline, up or unknown."""
+    def live_states(self, devices: Iterable[str] | None = None) -> dict[str, str]:
+        """Each enabled device's state now (None), or of those of `devices` that are enabled:
+        maintenance, fault, offline, up or unknown."""
         r = self.recorder
         faulted = {device for device, severity, _ in r.active.values() if severity in self.severities}
         states = {}
-        for d in self.subjects:
+        for d in self.subjects if devices is None else (d for d in dict.fromkeys(devices) if d in self.subjects):
             if d in r.maintenance:
                 states[d] = MAINTENANCE
             elif d in faulted:

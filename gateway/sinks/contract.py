@@ -109,7 +109,7 @@ def telemetry(identity: Identity, record_id: str, seq: int, batch: Batch) -> dic
     """One batch: good values in `values`; a point that was not read well is in `quality`
     and has no value (a value is never repeated as if it were new)."""
     quality: dict[str, str] = {}
-    if batch.quality is None and number_kinds(batch.values) is not None:  # the usual poll
+    if number_kinds(batch) is not None:  # the usual poll
         values = dict(zip(batch.points, batch.values, strict=True))
     else:
         values = _values(batch, quality)

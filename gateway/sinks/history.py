@@ -68,7 +68,7 @@ class HistoryRow(NamedTuple):
 def _rows(batch: Batch) -> list[tuple[str, str, float, float | None, str | None, str | None]]:
     """Table rows for one batch; non-finite floats are stored as out_of_range."""
     device, ts = batch.device, batch.ts
-    if batch.quality is None and number_kinds(batch.values) is not None:  # the usual poll
+    if number_kinds(batch) is not None:  # the usual poll
         return [
             (device, point, ts, float(value), None, None)
             for point, value in zip(batch.points, batch.values, strict=True)

@@ -59,6 +59,9 @@ def timestamp_ms(ts: float) -> int:
     return round(ts * 1000)
 
 
+_HEADS_MAX = 10_000  # point sets kept with their heads (a site has a few hundred)
+
+
 class LineEncoder:
     """Turns reading records into line protocol, caching each point's escaped prefix.
 
@@ -89,7 +92,7 @@ class LineEncoder:
 
     def encode_batch(self, batch: Batch, out: list[str]) -> None:
         """Append one line per point of `batch` to `out`."""
-        kinds = number_kinds(batch.values) if batch.quality is None else None
+        kinds = number_kinds(batch)
         if kinds is not None:
             heads, tails = self._heads_of(batch.device, batch.points)
             ts = timestamp_ms(batch.ts)
@@ -145,6 +148,8 @@ class LineEncoder:
         key = (device, points)
         entry = self._heads.get(key)
         if entry is None:
+            if len(self._heads) >= _HEADS_MAX:  # point sets that come and go (derived points)
+                self._heads.clear()
             series = self._cache.setdefault(device, {})
             heads, tails = [], []
             for point in points:

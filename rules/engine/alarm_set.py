@@ -111,7 +111,7 @@ class AlarmSet:
     """The alarms by id, with their names and the rules behind them."""
 
     def __init__(self, rules: Iterable[CompiledRule]) -> None:
-        self.alarms: dict[str, Alarm] = {}  # visible: rule alarms and SLA alarms
+        self.alarms: dict[str, Alarm] = {}  # visible: rule, SLA and external alarms
         self.names: dict[str, str] = {}
         self.rules: dict[str, CompiledRule] = {}  # rule id → rule, alarms and debouncers
         self.debouncers: dict[str, Alarm] = {}  # hidden, by rule id
@@ -156,17 +156,26 @@ class AlarmSet:
     def sla_alarm(self, watch: SlaWatch) -> Alarm:
         """The SLA alarm for this ticket's device and fault, now watching `watch`."""
         self.sla[watch.alarm_id] = watch
-        self.names[watch.alarm_id] = f"工单超时 {watch.fault}"
-        alarm = self.alarms.get(watch.alarm_id)
-        if alarm is None:
-            alarm = self.alarms[watch.alarm_id] = Alarm(watch.definition())
-        else:  # a later clock of the same fault: the message names it
-            alarm.definition = watch.definition()
-        return alarm
+        # a later clock of the same fault: the message names it
+        return self._shown(watch.definition(), f"工单超时 {watch.fault}")
 
     def drop_sla(self, alarm_id: str) -> None:
         """An SLA alarm that has returned and been acknowledged: nothing left to show."""
         self.sla.pop(alarm_id, None)
+        self._hide(alarm_id)
+
+    def _shown(self, definition: AlarmDefinition, name: str) -> Alarm:
+        """The visible alarm of `definition`, created or given it (an SLA or external
+        alarm's definition follows its latest raise), keeping its state."""
+        self.names[definition.id] = name
+        alarm = self.alarms.get(definition.id)
+        if alarm is None:
+            alarm = self.alarms[definition.id] = Alarm(definition)
+        else:
+            alarm.definition = definition
+        return alarm
+
+    def _hide(self, alarm_id: str) -> None:
         self.alarms.pop(alarm_id, None)
         self.names.pop(alarm_id, None)
 
@@ -184,18 +193,11 @@ class AlarmSet:
         if known is not None and known.owner != spec.owner:
             raise ValueError(f"alarm {spec.alarm_id} belongs to {known.owner}, not {spec.owner}")
         self.external[spec.alarm_id] = spec
-        self.names[spec.alarm_id] = spec.name
-        alarm = self.alarms.get(spec.alarm_id)
-        if alarm is None:
-            alarm = self.alarms[spec.alarm_id] = Alarm(spec.definition())
-        else:
-            alarm.definition = spec.definition()
-        return alarm
+        return self._shown(spec.definition(), spec.name)
 
     def drop_external(self, alarm_id: str) -> None:
         self.external.pop(alarm_id, None)
-        self.alarms.pop(alarm_id, None)
-        self.names.pop(alarm_id, None)
+        self._hide(alarm_id)
 
     def external_snapshot(self) -> dict[str, dict[str, Any]]:
         return {alarm_id: asdict(spec) for alarm_id, spec in self.external.items()}
@@ -204,7 +206,7 @@ class AlarmSet:
 
     def restore(self, saved: Mapping[str, Mapping[str, Any]], debouncers: Mapping[str, Any],
                 sla: Mapping[str, Mapping[str, Any]],
-                external: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+                external: Mapping[str, Mapping[str, Any]]) -> list[str]:
         """Saved states onto the alarms that still exist; the ids of saved alarms to forget.
 
         External alarms exist as long as their owner keeps them: their definitions come
@@ -212,7 +214,7 @@ class AlarmSet:
         for alarm_id, body in sla.items():
             if alarm_id in saved:
                 self.sla_alarm(SlaWatch(**body))
-        for alarm_id, body in (external or {}).items():
+        for alarm_id, body in external.items():
             if alarm_id in saved and alarm_id not in self.alarms:
                 try:
                     self.external_alarm(ExternalAlarm(**body))

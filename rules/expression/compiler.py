@@ -265,14 +265,7 @@ class _Compiler:
             return against_constant
 
         def compare_two(scope: Scope) -> bool | None:
-            left = first(scope)
-            right = second(scope)
-            if left is None or right is None:
-                return None
-            try:
-                return bool(op(left, right))
-            except TypeError:
-                return None
+            return _compare(op, first(scope), second(scope))
         return compare_two
 
     def _sum(self, node: Tree) -> Evaluate:

@@ -136,15 +136,17 @@ def _rate(scope: Scope, point: str, seconds: float | None = None) -> Any:
 
 def _changed(scope: Scope, point: str) -> bool:
     series = scope.series(point)
-    latest = series.good_index(scope.now) if series is not None else -1
+    if series is None:
+        return False
+    latest = series.good_index(scope.now)
     if latest < 0:
         return False
-    latest_ts, latest_value = series.good_sample(latest)  # type: ignore[union-attr]
+    latest_ts, latest_value = series.good_sample(latest)
     if scope.previous is not None and latest_ts <= scope.previous:
         return False
-    if not series.is_live(latest - 1):  # type: ignore[union-attr]
+    if not series.is_live(latest - 1):
         return False
-    return series.good_sample(latest - 1)[1] != latest_value  # type: ignore[union-attr]
+    return series.good_sample(latest - 1)[1] != latest_value
 
 
 def _age(scope: Scope, point: str) -> float:

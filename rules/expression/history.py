@@ -83,7 +83,7 @@ class PointHistory:
         # it (absolute, so it is also its index among the good ones when it is good)
         "_ts", "_quality", "_rank", "_head",
         # the good samples alone, which is what every window reads
-        "_good_ts", "_good_values", "_good_head", "_good_base", "_good_total",
+        "_good_ts", "_good_values", "_good_head", "_good_base",
         # kept as plain attributes: every evaluation reads them
         "current", "last_good_ts", "last_good_value",
         # built on demand, extended as samples arrive (see the module's docstring)
@@ -101,7 +101,6 @@ class PointHistory:
         self._good_values: list[Any] = []
         self._good_head = 0  # position of the oldest live good sample
         self._good_base = 0  # good samples compacted away: position + base = absolute index
-        self._good_total = 0  # good samples ever appended
         self.current: Any = None  # the latest sample's value; None when it is not good
         self.last_good_ts: float | None = None  # the last good sample, even once trimmed
         self.last_good_value: Any = None
@@ -125,11 +124,10 @@ class PointHistory:
             times, n, head = self._ts, len(self._ts), self._head
         times.append(ts)
         self._quality.append(quality)
-        self._rank.append(self._good_total)
+        self._rank.append(self._good_base + len(self._good_ts))  # good samples ever added
         if quality == _GOOD:
             self._good_ts.append(ts)
             self._good_values.append(value)
-            self._good_total += 1
             self.current = self.last_good_value = value
             self.last_good_ts = ts
         else:
@@ -147,9 +145,6 @@ class PointHistory:
                 self._trim()
         elif live > self.max_samples:
             self._trim()
-
-    def append(self, sample: Sample) -> None:
-        self.add(sample.ts, sample.value, sample.quality)
 
     def _restart_at(self, ts: float) -> None:
         """Keep only the samples up to `ts` (in place: the engine holds this object).
@@ -212,7 +207,8 @@ class PointHistory:
     def samples(self) -> list[Sample]:
         """The live samples, oldest first: a copy, for tests and tools (not the hot path)."""
         out = []
-        total, base = self._good_total, self._good_base
+        base = self._good_base
+        total = base + len(self._good_ts)
         last = len(self._ts) - 1
         for i in range(self._head, last + 1):
             rank = self._rank[i]
@@ -227,11 +223,7 @@ class PointHistory:
     def latest(self) -> Sample | None:
         if len(self._ts) <= self._head:
             return None
-        return Sample(self._ts[-1], self.latest_value(), self._quality[-1])
-
-    def latest_value(self) -> Any:
-        """The latest sample's value: None when it is not good or there is none."""
-        return self.current
+        return Sample(self._ts[-1], self.current, self._quality[-1])
 
     @property
     def last_good(self) -> Sample | None:
@@ -267,7 +259,8 @@ class PointHistory:
         if sums is None:
             sums = self._sums = Sums()
         # a rule with a deadband asks twice in a row (`when`, then `clear`)
-        asked = (since, until, self._good_total, self._good_head + self._good_base)
+        base = self._good_base
+        asked = (since, until, base + len(self._good_ts), base + self._good_head)
         if sums.asked == asked:
             return sums.answer
         lo, hi = self.good_range(since, until)
@@ -350,27 +343,6 @@ class PointHistory:
                 position = counts.errors[at] - base  # raise as the condition did
                 test(self._good_values[position], self._good_ts[position])
         return counts.cum[hi] - counts.cum[lo]
-
-    # -- samples, as objects (for callers outside the hot path) -------------------------
-
-    def good_since(self, since: float, until: float) -> list[Sample]:
-        """Good samples with since < ts <= until, oldest first."""
-        lo, hi = self.good_range(since, until)
-        return [Sample(t, v) for t, v in zip(self._good_ts[lo:hi], self._good_values[lo:hi],
-                                             strict=True)]
-
-    def good_at(self, ts: float) -> Sample | None:
-        """The last good sample at or before `ts`: the value in force then."""
-        j = self.good_index(ts)
-        return None if j < 0 else Sample(*self.good_sample(j))
-
-    def good_before(self, sample: Sample) -> Sample | None:
-        """The good sample just before `sample` (the last live good one equal to it)."""
-        j = self.good_index(sample.ts)
-        values = self._good_values
-        while j >= self._good_head and values[j] is not sample.value and values[j] != sample.value:
-            j -= 1
-        return Sample(*self.good_sample(j - 1)) if j - 1 >= self._good_head else None
 
 
 class History:

@@ -132,7 +132,7 @@ def one_run(args: argparse.Namespace, points_wanted: int, profile: bool) -> dict
         _digest(produced, outputs)
         derived = sum(1 for item in produced if isinstance(item, Batch))
         history = engine.history
-        kept = [len(s.samples) for s in history._points.values()]  # noqa: SLF001 - a figure
+        kept = [len(s) for s in history._points.values()]  # noqa: SLF001 - a figure
         engine.close()
     points = measured_rounds * per_round
     result = {

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -17,6 +17,9 @@ from gateway.batch import Batch, Event
 from gateway.config.loader import load_site
 from gateway.daemon import Gateway
 from gateway.equipment.status_points import ALARM_POINTS, DEVICE_POINTS
+
+if TYPE_CHECKING:
+    from upstream_tools import Recorder
 
 # Three holding registers, one request per poll: 0.452 MPa, -5.2 °C, a count.
 REGISTERS = [452, 0xFFCC, 7]
@@ -172,6 +175,12 @@ async def stop_polling(gateway: Gateway) -> None:
     """Stop every device's polls (the daemon's own first stop step), so that what was
     produced stops growing and a test can wait for all of it to be delivered."""
     await bounded(gateway._stop_devices_locked(), "polling to stop")  # noqa: SLF001
+
+
+def upstream_ids(recorder: Recorder) -> list[str]:
+    """The ids of the records the platform received, duplicates kept (the gateway's own
+    /gateway/ topics left out)."""
+    return [m.body["id"] for m in list(recorder.messages) if m.payload and "/gateway/" not in m.topic]
 
 
 def delivered(gateway: Gateway, sink: str) -> bool:

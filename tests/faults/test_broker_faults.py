@@ -25,6 +25,7 @@ from faultsite import (
     running_gateway,
     stop_polling,
     until,
+    upstream_ids,
 )
 from faultsite import write_site as write_fault_site
 from upstream_tools import Recorder
@@ -33,10 +34,6 @@ from gateway.daemon import Gateway
 
 DEVICES = ("pump_a", "pump_b")
 OUTAGE = 3.0  # seconds
-
-
-def upstream_ids(recorder: Recorder) -> list[str]:
-    return [m.body["id"] for m in list(recorder.messages) if m.payload and "/gateway/" not in m.topic]
 
 
 def site(tmp_path, site_id: str, ports: list[int], broker_port: int):

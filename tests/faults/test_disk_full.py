@@ -21,7 +21,16 @@ from faultlib.influx_front import InfluxFront
 from faultlib.modbus_device import FaultyModbusDevice
 from faultlib.tcp_proxy import TcpProxy
 from faultlib.tmpfs import Tmpfs
-from faultsite import Tap, delivered, device, modbus_tcp, running_gateway, stop_polling, until
+from faultsite import (
+    Tap,
+    delivered,
+    device,
+    modbus_tcp,
+    running_gateway,
+    stop_polling,
+    until,
+    upstream_ids,
+)
 from faultsite import write_site as write_fault_site
 from upstream_tools import Recorder
 
@@ -124,8 +133,9 @@ async def test_a_full_disk_stops_nothing_is_said_and_loses_only_the_oldest_readi
             await stop_polling(gateway)
             await until(lambda: delivered(gateway, "upstream"), "upstream to catch up", 60)
             dropped = gateway.outbox.stats.dropped_readings
-            await until(lambda: len(_ids(rig.recorder)) >= len(tap.batches) + len(tap.events)
-                        - dropped, "the platform to receive every record kept")
+            await until(lambda: len(set(upstream_ids(rig.recorder)))
+                        >= len(tap.batches) + len(tap.events) - dropped,
+                        "the platform to receive every record kept")
 
     said = [e for e in logs if e["event"] in SAID_FULL]
     assert said, "the gateway never said the disk was full"
@@ -171,7 +181,3 @@ async def test_on_a_full_disk_the_oldest_readings_make_room_and_events_are_still
 def _status_after(tap: Tap, device_id: str, since: float, online: bool) -> bool:
     return any(e.type == "device_status" and e.device == device_id and e.ts >= since
                and e.body.get("online") is online for e in list(tap.events))
-
-
-def _ids(recorder: Recorder) -> set[str]:
-    return {m.body["id"] for m in list(recorder.messages) if m.payload and "/gateway/" not in m.topic}

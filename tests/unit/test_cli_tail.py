@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from test_local_control import short_dir
 
 from gateway.batch import Batch, Event
 from gateway.catalog import Catalog
@@ -78,13 +79,7 @@ class Daemon:
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
-    if len(os.fsencode(tmp_path / CONTROL_SOCKET)) <= 100:
-        yield tmp_path
-        return
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="gw", dir="/tmp") as short:
-        yield Path(short)
+    yield from short_dir(tmp_path)
 
 
 @pytest.fixture

@@ -35,6 +35,13 @@ def test_a_value_that_is_not_finite_goes_to_quality_not_values() -> None:
     assert body["ts"] == "2024-05-06T12:53:20.125Z"
 
 
+def test_a_poll_of_numbers_only_with_an_infinity_still_says_it_in_quality() -> None:
+    # every value is a float, so only the finiteness check keeps this off the common path
+    body = contract.telemetry(IDENTITY, "ab:3", 3, Batch("d", TS, ("a", "b"), [1.5, float("inf")]))
+    assert body["values"] == {"a": 1.5}
+    assert body["quality"] == {"b": "out_of_range"}
+
+
 def test_times_of_one_second_and_the_next_are_both_right() -> None:
     # iso_utc keeps the text of the last second: a new second must not reuse it
     assert contract.iso_utc(TS) == "2024-05-06T12:53:20.125Z"

@@ -4,6 +4,7 @@ warranty notices."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from datetime import date, datetime
@@ -130,6 +131,33 @@ def test_entries_go_upstream_in_order_and_again_after_a_crash(tmp_path: Path) ->
     again = [e for e in s.events("equipment_event") if e.body["entry"] > sent[-1]]
     assert [e.body["kind"] for e in again] == ["offline"]
     assert sent == sorted(sent) and len(sent) >= 2
+
+
+async def test_entries_observed_on_the_event_loop_share_one_transaction(tmp_path: Path) -> None:
+    from gateway.equipment.stage import FLUSH_AFTER
+
+    config = example_site()
+    s = Script(config, tmp_path, D0).start()
+    assert s.stage is not None and s.stage._store is not None
+    store = s.stage._store
+    appends: list[int] = []  # the entries of each transaction
+    append = store.append
+
+    def counted(entries: list[Entry], now: float) -> None:
+        appends.append(len(entries))
+        append(entries, now)
+
+    store.append = counted  # type: ignore[method-assign]
+    devices = [d.id for d in config.devices if d.enabled][:5]
+    for device in devices:  # devices coming online at a start: each a commissioned and an online
+        s.at(D0 + 10).online(device, True)
+    assert appends == []  # queued, not yet written: the loop is not blocked per event
+    await asyncio.sleep(FLUSH_AFTER * 2)
+    assert appends == [2 * len(devices)]
+    s.at(D0 + 20).online(devices[0], False)  # queued again; the tick writes it before it hands on
+    sent = [e.body["kind"] for e in s.at(D0 + 21).tick()
+            if isinstance(e, Event) and e.type == "equipment_event"]
+    assert appends == [2 * len(devices), 1] and sent.count("online") == len(devices) and sent[-1] == "offline"
 
 
 def test_a_warranty_ending_within_30_days_is_noticed_once() -> None:

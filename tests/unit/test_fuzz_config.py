@@ -105,6 +105,7 @@ def test_any_text_as_a_profile_loads_or_fails_with_located_errors(
     try:
         load_site(site_copy / "site.yaml")
     except ConfigError as error:
+        assert error.issues, "a ConfigError with no issue tells the engineer nothing"
         assert all(issue.file is not None and issue.message.strip() for issue in error.issues)
     finally:
         path.unlink()

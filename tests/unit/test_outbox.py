@@ -9,6 +9,7 @@ import pytest
 
 from gateway.batch import Batch, Event, Kind
 from gateway.outbox import Outbox
+from gateway.outbox_codec import decode, encode
 
 POINTS = ("pressure", "running")
 
@@ -219,8 +220,6 @@ async def test_a_value_json_cannot_hold_is_stored_as_text_not_lost_with_its_grou
     Event("alarm_state", 2.0, "pump_1", {"alarm": "pump_1.high", "closed": False}),
 ])
 def test_a_record_is_stored_as_its_dict_in_json(item):
-    from gateway.outbox_codec import decode, encode
-
     assert json.loads(encode(item)) == json.loads(json.dumps(item.to_dict()))
     kind = Kind.READING if isinstance(item, Batch) else Kind.EVENT
     assert repr(decode(kind, encode(item))) == repr(item)

@@ -20,6 +20,14 @@ def batch(i: int, device: str = "pump_1") -> Batch:
     return Batch(device, 1_700_000_000.0 + i, ("pressure",), [float(i)])
 
 
+@pytest.fixture
+async def box(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.db", flush_interval=HOUR)
+    await outbox.open()
+    yield outbox
+    await outbox.close()
+
+
 class HeldCommit:
     """Holds the outbox's first commit on its thread until released."""
 
@@ -42,20 +50,15 @@ class HeldCommit:
         assert await asyncio.to_thread(self.entered.wait, 30)
 
 
-async def test_a_record_appended_to_an_idle_outbox_reaches_a_waiting_sink_without_flush_interval(tmp_path):
-    box = Outbox(tmp_path / "outbox.db", flush_interval=HOUR)
-    await box.open()
-    try:
-        await box.register("mqtt")
-        waiting = asyncio.create_task(box.wait_committed(0, timeout=60))
-        await asyncio.sleep(0)
-        box.append_batch(batch(1))
-        assert await waiting  # woken by the commit, not by the hour-long interval
-        records, upto = await box.read(0, 10, {Kind.READING})
-        assert [r.item.values for r in records] == [[1.0]] and upto == 1
-        assert box.stats.commits == 1
-    finally:
-        await box.close()
+async def test_a_record_appended_to_an_idle_outbox_reaches_a_waiting_sink_without_flush_interval(box):
+    await box.register("mqtt")
+    waiting = asyncio.create_task(box.wait_committed(0, timeout=60))
+    await asyncio.sleep(0)
+    box.append_batch(batch(1))
+    assert await waiting  # woken by the commit, not by the hour-long interval
+    records, upto = await box.read(0, 10, {Kind.READING})
+    assert [r.item.values for r in records] == [[1.0]] and upto == 1
+    assert box.stats.commits == 1
 
 
 async def test_records_appended_during_a_commit_go_together_in_the_next(tmp_path):
@@ -141,20 +144,15 @@ async def test_cursors_alone_are_persisted_within_flush_interval(tmp_path):
         await box.close()
 
 
-async def test_a_sink_that_keeps_up_gets_the_committed_records_from_memory(tmp_path):
-    box = Outbox(tmp_path / "outbox.db", flush_interval=HOUR)
-    await box.open()
-    try:
-        await box.register("mqtt")
-        appended = [batch(i) for i in range(3)]
-        for item in appended:
-            box.append_batch(item)
-        await box.flush()
-        records, _ = await box.read(0, 10, {Kind.READING})
-        assert [r.item for r in records] == appended
-        assert all(r.item is item for r, item in zip(records, appended, strict=True))  # not decoded again
-    finally:
-        await box.close()
+async def test_a_sink_that_keeps_up_gets_the_committed_records_from_memory(box):
+    await box.register("mqtt")
+    appended = [batch(i) for i in range(3)]
+    for item in appended:
+        box.append_batch(item)
+    await box.flush()
+    records, _ = await box.read(0, 10, {Kind.READING})
+    assert [r.item for r in records] == appended
+    assert all(r.item is item for r, item in zip(records, appended, strict=True))  # not decoded again
 
 
 async def test_a_sink_far_behind_reads_sqlite_and_gets_the_same_records(tmp_path, monkeypatch):
@@ -179,24 +177,19 @@ async def test_a_sink_far_behind_reads_sqlite_and_gets_the_same_records(tmp_path
         await box.close()
 
 
-async def test_memory_holds_only_records_some_sink_has_not_confirmed(tmp_path):
-    box = Outbox(tmp_path / "outbox.db", flush_interval=HOUR)
-    await box.open()
-    try:
-        await box.register("a")
-        await box.register("b")
-        for i in range(5):
-            box.append_batch(batch(i))
-        await box.flush()
-        box.advance("a", 5)
-        box.advance("b", 3)
-        box.append_batch(batch(5))
-        await box.flush()
-        assert [r.seq for r in box._tail.records] == [4, 5, 6]
-        records, _ = await box.read(3, 10, {Kind.READING})
-        assert [r.seq for r in records] == [4, 5, 6]
-    finally:
-        await box.close()
+async def test_memory_holds_only_records_some_sink_has_not_confirmed(box):
+    await box.register("a")
+    await box.register("b")
+    for i in range(5):
+        box.append_batch(batch(i))
+    await box.flush()
+    box.advance("a", 5)
+    box.advance("b", 3)
+    box.append_batch(batch(5))
+    await box.flush()
+    assert [r.seq for r in box._tail.records] == [4, 5, 6]
+    records, _ = await box.read(3, 10, {Kind.READING})
+    assert [r.seq for r in records] == [4, 5, 6]
 
 
 async def test_a_flush_cancelled_during_a_commit_neither_loses_nor_repeats_records(tmp_path):
@@ -243,48 +236,38 @@ async def test_under_load_commits_group_many_records(tmp_path, fsync):
         await box.close()
 
 
-async def test_a_sink_whose_peer_is_away_holds_nothing_in_memory(tmp_path):
-    box = Outbox(tmp_path / "outbox.db", flush_interval=HOUR)
-    await box.open()
-    try:
-        await box.register("live")
-        await box.register("down")
-        box.peer_away("down", True)  # its runner found the peer gone: it confirms nothing
-        for i in range(10):
-            box.append_batch(batch(i))
-        await box.flush()
-        box.advance("live", 10)
-        box.append_batch(batch(10))
-        await box.flush()
-        assert [r.seq for r in box._tail.records] == [11]  # only what the live sink lacks
-        backlog, _ = await box.read(0, 100, {Kind.READING})  # the other reads SQLite
-        assert [r.item.ts for r in backlog] == [batch(i).ts for i in range(11)]
-    finally:
-        await box.close()
+async def test_a_sink_whose_peer_is_away_holds_nothing_in_memory(box):
+    await box.register("live")
+    await box.register("down")
+    box.peer_away("down", True)  # its runner found the peer gone: it confirms nothing
+    for i in range(10):
+        box.append_batch(batch(i))
+    await box.flush()
+    box.advance("live", 10)
+    box.append_batch(batch(10))
+    await box.flush()
+    assert [r.seq for r in box._tail.records] == [11]  # only what the live sink lacks
+    backlog, _ = await box.read(0, 100, {Kind.READING})  # the other reads SQLite
+    assert [r.item.ts for r in backlog] == [batch(i).ts for i in range(11)]
 
 
-async def test_a_sink_back_from_an_outage_reads_memory_again_once_it_caught_up(tmp_path):
-    box = Outbox(tmp_path / "outbox.db", flush_interval=HOUR)
-    await box.open()
-    try:
-        await box.register("mqtt")
-        box.peer_away("mqtt", True)
-        for i in range(5):
-            box.append_batch(batch(i))
-        await box.flush()
-        assert box._tail.records == []  # nobody to keep them for
-        box.peer_away("mqtt", False)  # the broker is back; the backlog is on disk
-        for i in range(5, 8):
-            box.append_batch(batch(i))
-        await box.flush()
-        backlog, upto = await box.read(0, 5, {Kind.READING})  # from disk
-        assert [r.seq for r in backlog] == [1, 2, 3, 4, 5] and upto == 5
-        box.advance("mqtt", 5)
-        newest, _ = await box.read(5, 10, {Kind.READING})  # memory again
-        assert [r.seq for r in newest] == [6, 7, 8]
-        assert all(r.item is box._tail.records[i].item for i, r in enumerate(newest))
-    finally:
-        await box.close()
+async def test_a_sink_back_from_an_outage_reads_memory_again_once_it_caught_up(box):
+    await box.register("mqtt")
+    box.peer_away("mqtt", True)
+    for i in range(5):
+        box.append_batch(batch(i))
+    await box.flush()
+    assert box._tail.records == []  # nobody to keep them for
+    box.peer_away("mqtt", False)  # the broker is back; the backlog is on disk
+    for i in range(5, 8):
+        box.append_batch(batch(i))
+    await box.flush()
+    backlog, upto = await box.read(0, 5, {Kind.READING})  # from disk
+    assert [r.seq for r in backlog] == [1, 2, 3, 4, 5] and upto == 5
+    box.advance("mqtt", 5)
+    newest, _ = await box.read(5, 10, {Kind.READING})  # memory again
+    assert [r.seq for r in newest] == [6, 7, 8]
+    assert all(r.item is box._tail.records[i].item for i, r in enumerate(newest))
 
 
 async def test_a_sink_lagging_far_behind_costs_at_most_tail_max_values(tmp_path, monkeypatch):
@@ -302,19 +285,14 @@ async def test_a_sink_lagging_far_behind_costs_at_most_tail_max_values(tmp_path,
         await box.close()
 
 
-async def test_a_sink_registering_while_a_commit_lands_gets_that_commit(tmp_path):
-    box = Outbox(tmp_path / "outbox.db", flush_interval=HOUR)
-    await box.open()
-    try:
-        registering = asyncio.create_task(box.register("late"))
-        await asyncio.sleep(0)  # it looks for the oldest record on the outbox thread
-        box.append_batch(batch(0))  # and a commit follows right behind that look
-        time.sleep(0.5)  # the loop is busy meanwhile: both are done before it looks again
-        cursor = await registering
-        records, _ = await box.read(cursor, 10, {Kind.READING})
-        assert [r.seq for r in records] == [1]
-    finally:
-        await box.close()
+async def test_a_sink_registering_while_a_commit_lands_gets_that_commit(box):
+    registering = asyncio.create_task(box.register("late"))
+    await asyncio.sleep(0)  # it looks for the oldest record on the outbox thread
+    box.append_batch(batch(0))  # and a commit follows right behind that look
+    time.sleep(0.5)  # the loop is busy meanwhile: both are done before it looks again
+    cursor = await registering
+    records, _ = await box.read(cursor, 10, {Kind.READING})
+    assert [r.seq for r in records] == [1]
 
 
 async def test_records_appended_before_the_outbox_opens_are_committed_once_it_does(tmp_path):

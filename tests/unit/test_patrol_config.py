@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from config_site_files import errors_of, write_site
+from test_patrol_stage import HUB, IO, READER
 
 from gateway.config.loader import load_site
 
@@ -15,32 +16,6 @@ SITE = """\
 site:
   id: test-site
   name: Test site
-"""
-
-READER = """\
-name: patrol reader
-system: patrol
-protocol: mqtt
-points:
-  card_no: {topic: events/patrol, path: $.card.no, type: text}
-  battery: {topic: heartbeat, path: $.battery, type: integer}
-"""
-
-HUB = """\
-name: patrol hub
-system: patrol
-protocol: mqtt
-points:
-  spot: {topic: events, path: $.checkpoint, type: text}
-  card: {topic: events, path: $.card, type: text}
-"""
-
-IO = """\
-name: IO module
-system: access
-points:
-  di0: {table: discrete, address: 0}
-  di1: {table: discrete, address: 1}
 """
 
 DEVICES = """\

@@ -9,12 +9,12 @@ import grp
 import json
 import os
 import pwd
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_local_control import short_dir as socket_dir
 
 from drivers.base import Driver, DriverError
 from gateway.batch import Batch, Event
@@ -384,11 +384,7 @@ async def test_the_allow_lists_also_hold_for_the_local_cli_without_upstream_comm
 @pytest.fixture
 def short_dir(tmp_path: Path) -> Iterator[Path]:
     """A data dir whose socket path fits the 107 bytes a Unix socket allows."""
-    if len(os.fsencode(tmp_path / CONTROL_SOCKET)) <= 100:
-        yield tmp_path
-        return
-    with tempfile.TemporaryDirectory(prefix="gw", dir="/tmp") as short:
-        yield Path(short)
+    yield from socket_dir(tmp_path)
 
 
 @pytest.mark.parametrize(("entry", "allowed"), [
